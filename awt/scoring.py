@@ -1,0 +1,186 @@
+"""AWT image-to-class scores for a whole batch of images and every class at once.
+
+Shapes follow the pipeline: image views (batch, views, dim), class prompts (classes, prompts, dim),
+logits (batch, views, prompts, classes) with ``logit = s * cosine``. A SigLIP-style ``logit_bias``
+shifts every class equally, so it is left out of the transport (and of the scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .transport import sinkhorn
+from .weighting import image_weights, prompt_weights
+
+
+@dataclass(frozen=True)
+class AWTConfig:
+    """The method's hyper-parameters; the defaults are the paper's."""
+
+    image_temperature: float = 0.5
+    text_temperature: float = 0.5
+    epsilon: float = 0.1
+    max_iter: int = 100
+    tol: float = 1e-2
+    uniform_weights: bool = False  # the 'awt-uniform' ablation: no entropy weighting
+
+
+# Elements of the (images, classes, views, prompts) kernel held at once, and of one temporary block.
+_KERNEL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}
+_BLOCK_ELEMENTS = 1 << 23
+
+
+def _chunks(total: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def _image_chunk(views: int, prompts: int, classes: int, device: torch.device) -> int:
+    return max(1, _KERNEL_ELEMENTS.get(device.type, 1 << 26) // (classes * views * prompts))
+
+
+def _class_chunk(images: int, views: int, prompts: int, classes: int, class_chunk: int | None) -> int:
+    if class_chunk is not None:
+        return max(1, min(int(class_chunk), classes))
+    return max(1, min(classes, _BLOCK_ELEMENTS // (images * views * prompts)))
+
+
+def awt_marginals(mean_logits: torch.Tensor, view0_logits: torch.Tensor, config: AWTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Marginals of the transport problems.
+
+    Args:
+        mean_logits: (batch, views, classes) logits averaged over each class's prompts.
+        view0_logits: (batch, prompts, classes) logits of view 0 for every prompt.
+    Returns:
+        ``a`` (batch, views) shared by all classes, ``b`` (batch, prompts, classes).
+    """
+    batch, views, _ = mean_logits.shape
+    prompts, classes = view0_logits.shape[1:]
+    if config.uniform_weights:
+        a = mean_logits.new_full((batch, views), 1.0 / views, dtype=torch.float32)
+        b = mean_logits.new_full((batch, prompts, classes), 1.0 / prompts, dtype=torch.float32)
+        return a, b
+    a = image_weights(mean_logits, config.image_temperature)
+    b = prompt_weights(mean_logits[:, 0], view0_logits, config.text_temperature)
+    return a, b
+
+
+def transport_scores(
+    kernel: torch.Tensor, logit_scale: float, a: torch.Tensor, b: torch.Tensor, config: AWTConfig, class_chunk: int | None = None
+) -> torch.Tensor:
+    """Optimal-transport score of each (image, class) pair.
+
+    Args:
+        kernel: (batch, classes, views, prompts) Gibbs kernels ``exp((cos - 1) / eps)``.
+        a: (batch, views) view weights; b: (batch, prompts, classes) prompt weights.
+    Returns:
+        (batch, classes): ``sum_{v,p} T[v,p] * s * cos[v,p]`` with ``T`` the Sinkhorn plan.
+    """
+    batch, classes, views, prompts = kernel.shape
+    u, v, _ = sinkhorn(
+        kernel, a.unsqueeze(1).expand(batch, classes, views), b.transpose(1, 2), max_iter=config.max_iter, tol=config.tol
+    )
+    scores = kernel.new_empty(batch, classes)
+    for cls in _chunks(classes, _class_chunk(batch, views, prompts, classes, class_chunk)):
+        k = kernel[:, cls]
+        # The logit is recovered from the kernel, s * cos = s * (1 + eps * log K), so no second
+        # (batch, classes, views, prompts) tensor is kept alive during the iterations.
+        kz = k.log().mul_(config.epsilon).add_(1.0).mul_(k)
+        row = torch.matmul(kz, v[:, cls].unsqueeze(-1)).squeeze(-1)          # (batch, chunk, views)
+        scores[:, cls] = (u[:, cls] * row).sum(-1) * logit_scale
+    return scores
+
+
+def awt_scores(
+    logits: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    *,
+    image_temperature: float = 0.5,
+    text_temperature: float = 0.5,
+    epsilon: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 1e-2,
+    uniform_weights: bool = False,
+    class_chunk: int | None = None,
+) -> torch.Tensor:
+    """AWT scores from logits.
+
+    Args:
+        logits: (batch, views, prompts, classes), ``s * cos(view, prompt of class)``; view 0 must be
+            the un-augmented view and prompt 0 the bare template.
+        logit_scale: the multiplier ``s`` itself (CLIP: 100.0), not its log.
+        class_chunk: classes per temporary block (memory bound); ``None`` picks one. The result
+            does not depend on it.
+    Returns:
+        (batch, classes) float32 scores on the logits' device; each image's scores depend on
+        that image alone.
+    """
+    config = AWTConfig(image_temperature, text_temperature, epsilon, max_iter, tol, uniform_weights)
+    s = float(logit_scale)
+    logits = logits.float()
+    batch, views, prompts, classes = logits.shape
+    a, b = awt_marginals(logits.mean(2), logits[:, 0], config)
+    scores = logits.new_empty(batch, classes)
+    for imgs in _chunks(batch, _image_chunk(views, prompts, classes, logits.device)):
+        n = imgs.stop - imgs.start
+        kernel = logits.new_empty(n, classes, views, prompts)
+        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk)):
+            block = kernel[:, cls]
+            block.copy_(logits[imgs, :, :, cls].permute(0, 3, 1, 2))
+            block.div_(s).sub_(1.0).div_(config.epsilon).exp_()
+        scores[imgs] = transport_scores(kernel, s, a[imgs], b[imgs], config, class_chunk)
+    return scores
+
+
+def awt_scores_from_features(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: float | torch.Tensor,
+    config: AWTConfig = AWTConfig(),
+    class_chunk: int | None = None,
+) -> torch.Tensor:
+    """AWT scores from L2-normalised embeddings, never materialising all logits at once.
+
+    Args:
+        image_features: (batch, views, dim), view 0 un-augmented.
+        text_features: (classes, prompts, dim), prompt 0 the bare template.
+    Returns:
+        (batch, classes) float32 scores, equal to ``awt_scores`` of the full logits.
+    """
+    s = float(logit_scale)
+    img = image_features.float()
+    txt = text_features.to(img.device, torch.float32)
+    batch, views, dim = img.shape
+    classes, prompts, _ = txt.shape
+    # The prompt average of the logits is the logit against the (unnormalised) mean prompt.
+    mean_logits = s * img @ txt.mean(1).T                                   # (batch, views, classes)
+    view0 = (s * img[:, 0] @ txt.reshape(-1, dim).T).view(batch, classes, prompts).transpose(1, 2)
+    a, b = awt_marginals(mean_logits, view0, config)
+    scores = img.new_empty(batch, classes)
+    for imgs in _chunks(batch, _image_chunk(views, prompts, classes, img.device)):
+        n = imgs.stop - imgs.start
+        flat = img[imgs].reshape(n * views, dim)
+        kernel = img.new_empty(n, classes, views, prompts)
+        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk)):
+            cos = (flat @ txt[cls].reshape(-1, dim).T).view(n, views, -1, prompts)  # (n, views, chunk, prompts)
+            block = kernel[:, cls]
+            block.copy_(cos.transpose(1, 2))
+            block.sub_(1.0).div_(config.epsilon).exp_()
+        scores[imgs] = transport_scores(kernel, s, a[imgs], b[imgs], config, class_chunk)
+    return scores
+
+
+def clip_scores(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+    """Plain zero-shot CLIP: view 0 against prompt 0. (batch, views, dim), (classes, prompts, dim) -> (batch, classes)."""
+    img = image_features[:, 0].float()
+    txt = text_features[:, 0].to(img.device, torch.float32)
+    return float(logit_scale) * img @ txt.T
+
+
+def ensemble_scores(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+    """Prompt ensembling: view 0 against the normalised mean of each class's prompts -> (batch, classes)."""
+    img = image_features[:, 0].float()
+    txt = F.normalize(text_features.to(img.device, torch.float32).mean(1), dim=-1)
+    return float(logit_scale) * img @ txt.T
