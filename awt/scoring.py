@@ -47,12 +47,15 @@ def _class_chunk(images: int, views: int, prompts: int, classes: int, class_chun
     return max(1, min(classes, _BLOCK_ELEMENTS // (images * views * prompts)))
 
 
-def awt_marginals(mean_logits: torch.Tensor, view0_logits: torch.Tensor, config: AWTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def awt_marginals(
+    mean_logits: torch.Tensor, view0_logits: torch.Tensor, config: AWTConfig, prompt_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Marginals of the transport problems.
 
     Args:
-        mean_logits: (batch, views, classes) logits averaged over each class's prompts.
+        mean_logits: (batch, views, classes) logits averaged over each class's (real) prompts.
         view0_logits: (batch, prompts, classes) logits of view 0 for every prompt.
+        prompt_mask: (classes, prompts) bool, real prompts; padding gets weight 0.
     Returns:
         ``a`` (batch, views) shared by all classes, ``b`` (batch, prompts, classes).
     """
@@ -60,10 +63,14 @@ def awt_marginals(mean_logits: torch.Tensor, view0_logits: torch.Tensor, config:
     prompts, classes = view0_logits.shape[1:]
     if config.uniform_weights:
         a = mean_logits.new_full((batch, views), 1.0 / views, dtype=torch.float32)
-        b = mean_logits.new_full((batch, prompts, classes), 1.0 / prompts, dtype=torch.float32)
+        if prompt_mask is None:
+            b = mean_logits.new_full((batch, prompts, classes), 1.0 / prompts, dtype=torch.float32)
+        else:
+            real = prompt_mask.T.float()
+            b = (real / real.sum(0, keepdim=True)).expand(batch, prompts, classes)
         return a, b
     a = image_weights(mean_logits, config.image_temperature)
-    b = prompt_weights(mean_logits[:, 0], view0_logits, config.text_temperature)
+    b = prompt_weights(mean_logits[:, 0], view0_logits, config.text_temperature, prompt_mask)
     return a, b
 
 
@@ -140,12 +147,15 @@ def awt_scores_from_features(
     logit_scale: float | torch.Tensor,
     config: AWTConfig = AWTConfig(),
     class_chunk: int | None = None,
+    prompt_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """AWT scores from L2-normalised embeddings, never materialising all logits at once.
 
     Args:
         image_features: (batch, views, dim), view 0 un-augmented.
         text_features: (classes, prompts, dim), prompt 0 the bare template.
+        prompt_mask: (classes, prompts) bool when classes have different numbers of prompts
+            (padding rows of ``text_features`` must then be zero).
     Returns:
         (batch, classes) float32 scores, equal to ``awt_scores`` of the full logits.
     """
@@ -155,9 +165,11 @@ def awt_scores_from_features(
     batch, views, dim = img.shape
     classes, prompts, _ = txt.shape
     # The prompt average of the logits is the logit against the (unnormalised) mean prompt.
-    mean_logits = s * img @ txt.mean(1).T                                   # (batch, views, classes)
+    mean_logits = s * img @ mean_prompt(txt, prompt_mask).T                 # (batch, views, classes)
     view0 = (s * img[:, 0] @ txt.reshape(-1, dim).T).view(batch, classes, prompts).transpose(1, 2)
-    a, b = awt_marginals(mean_logits, view0, config)
+    if prompt_mask is not None:
+        prompt_mask = prompt_mask.to(img.device)
+    a, b = awt_marginals(mean_logits, view0, config, prompt_mask)
     scores = img.new_empty(batch, classes)
     for imgs in _chunks(batch, _image_chunk(views, prompts, classes, img.device)):
         n = imgs.stop - imgs.start
@@ -172,6 +184,14 @@ def awt_scores_from_features(
     return scores
 
 
+def mean_prompt(text_features: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(classes, prompts, dim) -> (classes, dim) mean over each class's real prompts (not renormalised)."""
+    if prompt_mask is None:
+        return text_features.mean(1)
+    mask = prompt_mask.to(text_features.device, text_features.dtype).unsqueeze(-1)
+    return (text_features * mask).sum(1) / mask.sum(1)
+
+
 def clip_scores(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
     """Plain zero-shot CLIP: view 0 against prompt 0. (batch, views, dim), (classes, prompts, dim) -> (batch, classes)."""
     img = image_features[:, 0].float()
@@ -179,8 +199,10 @@ def clip_scores(image_features: torch.Tensor, text_features: torch.Tensor, logit
     return float(logit_scale) * img @ txt.T
 
 
-def ensemble_scores(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: float | torch.Tensor) -> torch.Tensor:
+def ensemble_scores(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: float | torch.Tensor, prompt_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Prompt ensembling: view 0 against the normalised mean of each class's prompts -> (batch, classes)."""
     img = image_features[:, 0].float()
-    txt = F.normalize(text_features.to(img.device, torch.float32).mean(1), dim=-1)
+    txt = F.normalize(mean_prompt(text_features.to(img.device, torch.float32), prompt_mask), dim=-1)
     return float(logit_scale) * img @ txt.T

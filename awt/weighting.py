@@ -68,7 +68,14 @@ def prompt_entropies(base: torch.Tensor, view0_logits: torch.Tensor) -> torch.Te
     return binary + (1.0 - pi) * others_entropy.unsqueeze(-2)
 
 
-def prompt_weights(base: torch.Tensor, view0_logits: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """Prompt weights ``b``: softmax over prompts of ``-H / temperature``, (batch, prompts, classes)."""
+def prompt_weights(
+    base: torch.Tensor, view0_logits: torch.Tensor, temperature: float = 0.5, prompt_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Prompt weights ``b``: softmax over prompts of ``-H / temperature``, (batch, prompts, classes).
+
+    ``prompt_mask`` (classes, prompts), if given, marks real prompts; the others get weight 0.
+    """
     entropy = prompt_entropies(base, view0_logits)
+    if prompt_mask is not None:
+        entropy = entropy.masked_fill(~prompt_mask.T.unsqueeze(0), float("inf"))
     return torch.softmax(-entropy / temperature, dim=-2)

@@ -1,0 +1,99 @@
+"""Stage 1 of AWT, image side: the N random views of each image, reproducible and batched.
+
+Crop boxes follow torchvision's ``RandomResizedCrop`` (area scale 0.08-1, aspect 3/4-4/3, ten tries,
+then a centre crop) plus a horizontal flip with probability 1/2. They are drawn from a generator
+seeded by the run's seed and the image's pixels, so an image always gets the same views whatever
+batch it is in. All crops of a batch are then cut and resized in one ``roi_align`` call (bilinear,
+averaging several samples per output pixel, which anti-aliases downscaling) on the model's device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+SCALE = (0.08, 1.0)
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def image_seed(pixels: np.ndarray, seed: int) -> np.random.SeedSequence:
+    """Seed for an image's views: the run's seed and a digest of its decoded pixels, (H, W, 3) uint8."""
+    digest = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=8, person=b"awt-view")
+    digest.update(str(pixels.shape).encode())
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int.from_bytes(digest.digest(), "little")])
+
+
+def sample_views(height: int, width: int, n: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+    """Crop boxes and flips of ``n`` random views.
+
+    Returns:
+        boxes (n, 4) float32 ``x0, y0, x1, y1`` in pixels, flips (n,) bool.
+    """
+    rng = np.random.Generator(np.random.PCG64(seed))
+    area = height * width
+    boxes = np.empty((n, 4), dtype=np.float32)
+    log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+    for i in range(n):
+        for _ in range(10):
+            target = area * rng.uniform(*SCALE)
+            ratio = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target * ratio)))
+            h = int(round(math.sqrt(target / ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                y0 = int(rng.integers(0, height - h + 1))
+                x0 = int(rng.integers(0, width - w + 1))
+                break
+        else:  # centre crop at the nearest allowed aspect ratio
+            in_ratio = width / height
+            if in_ratio < RATIO[0]:
+                w, h = width, int(round(width / RATIO[0]))
+            elif in_ratio > RATIO[1]:
+                h, w = height, int(round(height * RATIO[1]))
+            else:
+                w, h = width, height
+            y0, x0 = (height - h) // 2, (width - w) // 2
+        boxes[i] = (x0, y0, x0 + w, y0 + h)
+    flips = rng.random(n) < 0.5
+    return boxes, flips
+
+
+def crop_views(
+    images: Sequence[torch.Tensor],
+    boxes: Sequence[torch.Tensor],
+    flips: Sequence[torch.Tensor],
+    size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> torch.Tensor:
+    """Cut, resize, flip and normalise every view of a batch in one call.
+
+    Args:
+        images: per image a (3, H_i, W_i) uint8 tensor.
+        boxes: per image (n, 4) pixel boxes; flips: per image (n,) bool.
+        size: output (height, width).
+    Returns:
+        (batch, n, 3, height, width) float32 normalised views on ``device``.
+    """
+    batch, n = len(images), boxes[0].shape[0]
+    if batch == 0 or n == 0:
+        return torch.empty(batch, n, 3, *size, device=device)
+    max_h = max(int(im.shape[1]) for im in images)
+    max_w = max(int(im.shape[2]) for im in images)
+    canvas = torch.zeros(batch, 3, max_h, max_w, dtype=torch.uint8)
+    for i, im in enumerate(images):  # a copy per image; the crops themselves are one batched op
+        canvas[i, :, : im.shape[1], : im.shape[2]] = im
+    canvas = canvas.pin_memory() if device.type == "cuda" else canvas
+    canvas = canvas.to(device, non_blocking=True).float()
+    rois = torch.cat([torch.cat([torch.full((n, 1), float(i)), b.float()], dim=1) for i, b in enumerate(boxes)])
+    out = roi_align(canvas, rois.to(device), output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    flip = torch.cat(list(flips)).to(device).view(-1, 1, 1, 1)
+    out = torch.where(flip, out.flip(-1), out)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+    return ((out - m) / s).view(batch, n, 3, *size)

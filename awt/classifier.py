@@ -1,0 +1,186 @@
+"""The classifier: a backbone and a class set, scoring batches of images with AWT or a baseline."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Iterator, Mapping, Sequence
+
+import torch
+
+from .augment import crop_views
+from .backbone import Backbone, create_backbone
+from .errors import AWTError
+from .images import ImageInput, ViewDataset, collate_samples
+from .prompts import DEFAULT_TEMPLATE, build_prompts, default_cache_dir, encode_prompts
+from .scoring import AWTConfig, awt_scores_from_features, clip_scores, ensemble_scores
+
+METHODS = ("awt", "clip", "ensemble", "awt-uniform", "awt-image", "awt-text")
+VIEW0_METHODS = ("clip", "ensemble", "awt-text")  # need no random views
+DEFAULT_VIEWS = 50
+DEFAULT_DESCRIPTIONS = 50
+
+
+@dataclass
+class Prediction:
+    index: int      # class index (label order); duplicate names stay distinct by index
+    name: str
+    score: float
+
+
+@dataclass
+class ImageResult:
+    image: str
+    predictions: list[Prediction] | None = None
+    error: str | None = None
+
+
+@dataclass
+class FeatureBatch:
+    """Encoded views of the readable images of one loader batch."""
+
+    indices: list[int]                  # positions in the input sequence
+    features: torch.Tensor              # (images, views, dim), L2-normalised
+    errors: list[tuple[int, str]]       # (position, reason) of unreadable inputs
+
+
+def _describe_input(item: ImageInput) -> str:
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
+
+
+class AWTClassifier:
+    """Zero-shot classifier over a fixed class set.
+
+    The class prompts are encoded once (and cached on disk per backbone and prompt set); images are
+    decoded once, their views cut in a batch on the backbone's device, and scored all at once.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str],
+        *,
+        template: str = DEFAULT_TEMPLATE,
+        descriptions: Sequence[Sequence[str]] | Mapping[str, Sequence[str]] | object | None = None,
+        descriptions_per_class: int = DEFAULT_DESCRIPTIONS,
+        allow_fewer_descriptions: bool = False,
+        views: int = DEFAULT_VIEWS,
+        seed: int = 0,
+        config: AWTConfig = AWTConfig(),
+        cache_dir: str | os.PathLike | None = "default",
+    ):
+        if not classnames:
+            raise AWTError("no classes given")
+        if views < 0:
+            raise AWTError("views must be >= 0")
+        self.backbone = backbone
+        self.classnames = list(classnames)
+        self.views = views
+        self.seed = seed
+        self.config = config
+        self.cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
+        aligned = self._align_descriptions(descriptions)
+        self.prompts = build_prompts(self.classnames, template, aligned, descriptions_per_class, allow_fewer_descriptions)
+        self.text_features, self.prompt_mask = encode_prompts(backbone, self.prompts, self.cache_dir)
+
+    @classmethod
+    def from_pretrained(cls, classnames: Sequence[str], model: str = "ViT-B-32", pretrained: str | None = "openai",
+                        device: str | None = None, precision: str = "auto", **kwargs) -> "AWTClassifier":
+        """Load a backbone with :func:`awt.create_backbone` and build the classifier on it."""
+        return cls(create_backbone(model, pretrained, device, precision), classnames, **kwargs)
+
+    def _align_descriptions(self, descriptions) -> list[list[str]] | None:
+        if descriptions is None:
+            return None
+        if hasattr(descriptions, "for_classes"):
+            return descriptions.for_classes(self.classnames)
+        if isinstance(descriptions, Mapping):
+            missing = [n for n in self.classnames if n not in descriptions]
+            if missing:
+                raise AWTError(f"no descriptions for {len(missing)} class(es): {', '.join(map(repr, missing[:5]))}")
+            return [list(descriptions[n]) for n in self.classnames]
+        return [list(d) for d in descriptions]
+
+    @property
+    def logit_scale(self) -> float:
+        return self.backbone.logit_scale
+
+    # -- images -----------------------------------------------------------------------------------
+
+    def iter_image_features(
+        self, images: Sequence[ImageInput], batch_size: int = 8, num_workers: int | None = None, views: int | None = None
+    ) -> Iterator[FeatureBatch]:
+        """Encode all views of ``images``, batch by batch, decoding in worker processes meanwhile.
+
+        ``views`` overrides the number of random views (0: view 0 only, for the baselines).
+        """
+        bb = self.backbone
+        views = self.views if views is None else views
+        dataset = ViewDataset(images, bb.preprocess, views, self.seed, 4 * max(bb.image_size))
+        if num_workers is None:
+            num_workers = 0 if len(dataset) <= batch_size else min(8, max(1, (os.cpu_count() or 2) - 1))
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples,
+            persistent_workers=False, prefetch_factor=4 if num_workers else None,
+        )
+        for samples in loader:
+            good = [s for s in samples if s.error is None]
+            errors = [(s.index, s.error) for s in samples if s.error is not None]
+            if not good:
+                yield FeatureBatch([], torch.empty(0, views + 1, 0), errors)
+                continue
+            view0 = torch.stack([s.view0 for s in good]).to(bb.device, non_blocking=True).unsqueeze(1)
+            if views:
+                crops = crop_views([s.pixels for s in good], [s.boxes for s in good], [s.flips for s in good],
+                                   bb.image_size, bb.mean, bb.std, bb.device)
+                pixels = torch.cat([view0.to(crops.dtype), crops], dim=1)
+            else:
+                pixels = view0
+            n, v = pixels.shape[:2]
+            features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)
+            yield FeatureBatch([s.index for s in good], features, errors)
+
+    # -- scores -----------------------------------------------------------------------------------
+
+    def scores(self, image_features: torch.Tensor, method: str = "awt") -> torch.Tensor:
+        """(batch, views, dim) image features -> (batch, classes) scores of ``method``."""
+        img = image_features.to(self.text_features.device)
+        txt, mask, s = self.text_features, self.prompt_mask, self.logit_scale
+        if method == "awt":
+            return awt_scores_from_features(img, txt, s, self.config, prompt_mask=mask)
+        if method == "awt-uniform":
+            return awt_scores_from_features(img, txt, s, replace(self.config, uniform_weights=True), prompt_mask=mask)
+        if method == "awt-image":
+            return awt_scores_from_features(img, txt[:, :1], s, self.config)
+        if method == "awt-text":
+            return awt_scores_from_features(img[:, :1], txt, s, self.config, prompt_mask=mask)
+        if method == "clip":
+            return clip_scores(img, txt, s)
+        if method == "ensemble":
+            return ensemble_scores(img, txt, s, mask)
+        raise AWTError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+    def predict(self, image_features: torch.Tensor, top_k: int = 5, method: str = "awt") -> list[list[Prediction]]:
+        """Ranked predictions, best first, for each image of (batch, views, dim) features."""
+        scores = self.scores(image_features, method)
+        k = max(1, min(top_k, scores.shape[1]))
+        values, indices = scores.topk(k, dim=1)
+        values, indices = values.cpu().tolist(), indices.cpu().tolist()
+        return [[Prediction(i, self.classnames[i], float(v)) for i, v in zip(idx, val)] for idx, val in zip(indices, values)]
+
+    def classify(
+        self, images: Sequence[ImageInput], top_k: int = 5, method: str = "awt", batch_size: int = 8,
+        num_workers: int | None = None,
+    ) -> list[ImageResult]:
+        """Classify images (paths or PIL images); unreadable ones get an ``error`` instead of predictions."""
+        if method not in METHODS:
+            raise AWTError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        results = [ImageResult(_describe_input(x)) for x in images]
+        views = 0 if method in VIEW0_METHODS else None
+        for batch in self.iter_image_features(images, batch_size, num_workers, views):
+            for index, reason in batch.errors:
+                results[index].error = reason
+            if batch.indices:
+                for index, preds in zip(batch.indices, self.predict(batch.features, top_k, method)):
+                    results[index].predictions = preds
+        return results

@@ -1,0 +1,118 @@
+"""Image inputs: finding files, decoding them once, and the per-image work done in loader workers."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .augment import image_seed, sample_views
+from .errors import AWTError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+ImageInput = Union[str, os.PathLike, Image.Image]
+
+
+class ImageError(AWTError):
+    """An input image that cannot be read."""
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Expand directories (recursively, sorted) into their image files; files are kept as given,
+    missing paths too (they fail, with their reason, when loaded)."""
+    found: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            found.append(str(item))
+    return found
+
+
+def load_image(source: ImageInput) -> Image.Image:
+    """Decode an image fully, upright (EXIF orientation), as RGB. Raises ImageError with the reason."""
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source).convert("RGB")
+    path = Path(source)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return ImageOps.exif_transpose(im).convert("RGB")
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        reason = str(e) or type(e).__name__
+        if "truncated" in reason:
+            reason = "truncated image file"
+        raise ImageError(f"{path}: cannot decode: {reason}") from None
+
+
+def cap_size(image: Image.Image, max_short_side: int) -> Image.Image:
+    """Shrink very large images so their shorter side is ``max_short_side``.
+
+    The smallest random crop (8% of the area) still covers ``0.28 * 4 > 1`` output sizes when the
+    cap is four output sizes, so no crop loses resolution; it bounds decode-to-device traffic.
+    """
+    w, h = image.size
+    short = min(w, h)
+    if short <= max_short_side:
+        return image
+    scale = max_short_side / short
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
+
+
+@dataclass
+class ImageSample:
+    """What a loader worker hands over for one image."""
+
+    index: int
+    view0: torch.Tensor | None = None    # (3, height, width) normalised, the model's own preprocessing
+    pixels: torch.Tensor | None = None   # (3, H, W) uint8, source of the random views
+    boxes: torch.Tensor | None = None    # (views - 1, 4)
+    flips: torch.Tensor | None = None    # (views - 1,)
+    error: str | None = None
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Decodes each image once and prepares its views: map-style, safe for worker processes."""
+
+    def __init__(self, items: Sequence[ImageInput], preprocess: Callable, n_random: int, seed: int, max_short_side: int):
+        self.items = list(items)
+        self.preprocess = preprocess
+        self.n_random = n_random
+        self.seed = seed
+        self.max_short_side = max_short_side
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> ImageSample:
+        try:
+            image = load_image(self.items[index])
+        except ImageError as e:
+            return ImageSample(index=index, error=str(e))
+        view0 = self.preprocess(image)
+        if self.n_random == 0:
+            return ImageSample(index=index, view0=view0)
+        image = cap_size(image, self.max_short_side)
+        array = np.asarray(image)
+        boxes, flips = sample_views(array.shape[0], array.shape[1], self.n_random, image_seed(array, self.seed))
+        pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        return ImageSample(index=index, view0=view0, pixels=pixels, boxes=torch.from_numpy(boxes), flips=torch.from_numpy(flips))
+
+
+def collate_samples(samples: list[ImageSample]) -> list[ImageSample]:
+    return samples
