@@ -3,19 +3,36 @@
 >>> import awt
 >>> clf = awt.AWTClassifier.from_pretrained(["cat", "dog"], model="ViT-B-32", pretrained="openai")
 >>> clf.classify(["photo.jpg"])[0].predictions[0].name
+
+Names are imported lazily, so ``import awt`` (and ``awt describe``) does not pay for torch.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .backbone import Backbone, create_backbone, resolve_device
-from .classifier import METHODS, AWTClassifier, ImageResult, Prediction
-from .errors import AWTError, DescriptionsError
-from .prompts import build_prompts, encode_prompts, read_class_file
-from .scoring import AWTConfig, awt_scores, awt_scores_from_features, clip_scores, ensemble_scores
-from .transport import sinkhorn
+_EXPORTS = {
+    "AWTClassifier": "classifier", "ImageResult": "classifier", "Prediction": "classifier", "METHODS": "classifier",
+    "Backbone": "backbone", "create_backbone": "backbone", "resolve_device": "backbone",
+    "AWTError": "errors", "DescriptionsError": "errors",
+    "build_prompts": "prompts", "encode_prompts": "prompts", "read_class_file": "prompts",
+    "AWTConfig": "scoring", "awt_scores": "scoring", "awt_scores_from_features": "scoring",
+    "clip_scores": "scoring", "ensemble_scores": "scoring",
+    "sinkhorn": "transport",
+    "load_descriptions": "descriptions", "save_descriptions": "descriptions", "DescriptionSet": "descriptions",
+}
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = [
-    "__version__", "AWTClassifier", "AWTConfig", "AWTError", "Backbone", "DescriptionsError", "ImageResult",
-    "METHODS", "Prediction", "awt_scores", "awt_scores_from_features", "build_prompts", "clip_scores",
-    "create_backbone", "encode_prompts", "ensemble_scores", "read_class_file", "resolve_device", "sinkhorn",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'awt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

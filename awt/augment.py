@@ -87,7 +87,12 @@ def crop_views(
     max_w = max(int(im.shape[2]) for im in images)
     canvas = torch.zeros(batch, 3, max_h, max_w, dtype=torch.uint8)
     for i, im in enumerate(images):  # a copy per image; the crops themselves are one batched op
-        canvas[i, :, : im.shape[1], : im.shape[2]] = im
+        h, w = int(im.shape[1]), int(im.shape[2])
+        canvas[i, :, :h, :w] = im
+        # Edge-replicate the padding: bilinear samples at a crop's border then see the image's own
+        # edge pixels, exactly as when the image is cropped alone.
+        canvas[i, :, :h, w:] = im[:, :, w - 1 :]
+        canvas[i, :, h:, :] = canvas[i, :, h - 1 : h, :]
     canvas = canvas.pin_memory() if device.type == "cuda" else canvas
     canvas = canvas.to(device, non_blocking=True).float()
     rois = torch.cat([torch.cat([torch.full((n, 1), float(i)), b.float()], dim=1) for i, b in enumerate(boxes)])

@@ -68,7 +68,11 @@ class AWTClassifier:
         seed: int = 0,
         config: AWTConfig = AWTConfig(),
         cache_dir: str | os.PathLike | None = "default",
+        text_features: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
     ):
+        """``text_features`` (classes, prompts, dim), if given, are used as the class prompts'
+        embeddings as they are (no prompts are built or encoded); ``prompt_mask`` marks real ones."""
         if not classnames:
             raise AWTError("no classes given")
         if views < 0:
@@ -79,6 +83,13 @@ class AWTClassifier:
         self.seed = seed
         self.config = config
         self.cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
+        if text_features is not None:
+            if text_features.shape[0] != len(self.classnames):
+                raise AWTError(f"text features for {text_features.shape[0]} classes, {len(self.classnames)} names")
+            self.prompts = None
+            self.text_features = text_features.to(backbone.device, torch.float32)
+            self.prompt_mask = None if prompt_mask is None else prompt_mask.to(backbone.device)
+            return
         aligned = self._align_descriptions(descriptions)
         self.prompts = build_prompts(self.classnames, template, aligned, descriptions_per_class, allow_fewer_descriptions)
         self.text_features, self.prompt_mask = encode_prompts(backbone, self.prompts, self.cache_dir)

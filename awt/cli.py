@@ -124,6 +124,15 @@ def models(pretrained_only: bool = typer.Option(True, help="Only (model, tag) pa
         print("\n".join(open_clip.list_models()))
 
 
+def _register_subcommands() -> None:
+    from .describe.command import describe
+
+    app.command("describe")(user_errors(describe))
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app()
 

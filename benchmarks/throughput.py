@@ -1,0 +1,270 @@
+"""Throughput of AWT against its encoder and against a paper-style per-image pipeline.
+
+Prints, and with --json writes, in one run (ratios are what to read on a noisy machine):
+  encode_images_per_s   the N+1 views of each image through the image encoder only
+  awt_images_per_s      full AWT end to end: decode, views, encode, weights, transport
+  naive_images_per_s    the paper's way: PIL crops, one image at a time, literal scorer
+  scorer_ms_per_image   batched scorer alone at each --scorer-classes (and the literal loop, and POT)
+  peak memory           process RSS (CPU) or CUDA max allocated, per stage
+
+Speed does not depend on the weights, so --pretrained none is fine.
+
+    python benchmarks/throughput.py --device cpu --model ViT-B-32 --pretrained none --classes 100 --images 4 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import awt
+from awt.backbone import create_backbone, resolve_device
+from awt.classifier import AWTClassifier
+from awt.images import find_images, load_image
+from awt.reference import paper_awt_scores_single
+from awt.scoring import awt_scores_from_features
+from awt.transport import sinkhorn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def timed(fn, device: torch.device, repeat: int = 1) -> float:
+    """Best of ``repeat`` wall times of ``fn()`` in seconds (device synchronised)."""
+    best = float("inf")
+    for _ in range(repeat):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def image_files(count: int, image_dir: str | None) -> list[str]:
+    """``count`` real image files (cycled): --image-dir, else ../shared's ImageNet sample, else the examples."""
+    candidates = [image_dir] if image_dir else [str(REPO.parent / "shared/data/imagenet-sample"), str(REPO / "awt/data/examples")]
+    for d in candidates:
+        if d and Path(d).is_dir():
+            files = find_images([d])
+            if files:
+                return [files[i % len(files)] for i in range(count)]
+    raise SystemExit("no images found; pass --image-dir")
+
+
+def random_text_features(classes: int, prompts: int, dim: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(classes, dim, generator=g), dim=-1)
+    return F.normalize(centres[:, None] + 0.3 * torch.randn(classes, prompts, dim, generator=g) / dim**0.5 * 4, dim=-1).to(device)
+
+
+def random_image_features(batch: int, views: int, dim: int, text: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, text.shape[0], (batch,), generator=g)
+    centre = text[labels.to(text.device)].mean(1).cpu()
+    return F.normalize(0.5 * centre[:, None] + torch.randn(batch, views, dim, generator=g) / dim**0.5, dim=-1).to(text.device)
+
+
+def naive_pipeline(backbone, text: torch.Tensor, files: list[str], views: int) -> None:
+    """The reference code's shape: PIL augmentations per view, one image at a time, literal scorer."""
+    from torchvision import transforms as T
+
+    random_view = T.Compose([
+        T.RandomResizedCrop(backbone.image_size, interpolation=T.InterpolationMode.BILINEAR),
+        T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(backbone.mean, backbone.std),
+    ])
+    for path in files:
+        image = load_image(path)
+        batch = torch.stack([backbone.preprocess(image)] + [random_view(image) for _ in range(views)])
+        feats = backbone.encode_images(batch)
+        logits = backbone.logit_scale * torch.einsum("vd,cpd->vpc", feats, text)
+        paper_awt_scores_single(logits, backbone.logit_scale).argmax().item()
+
+
+def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, batch: int) -> float:
+    """Peak RSS (MiB) of a fresh process that scores ``batch`` images against ``classes`` on the CPU."""
+    code = (
+        "import sys, resource, torch; sys.path.insert(0, %r); from throughput import *; "
+        "txt = random_text_features(%d, %d, %d, torch.device('cpu')); img = random_image_features(%d, %d, %d, txt); "
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; awt_scores_from_features(img, txt, 100.0); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    ) % (str(Path(__file__).parent), classes, prompts, dim, batch, views, dim)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_scorer(device, classes_list, views, prompts, dim, batch, args) -> dict:
+    out = {}
+    for classes in classes_list:
+        txt = random_text_features(classes, prompts, dim, device)
+        n = batch if classes <= 1000 else max(1, batch // 8)
+        img = random_image_features(n, views, dim, txt)
+        awt_scores_from_features(img[:1], txt, 100.0)  # warm-up
+        reset_peak(device)
+        t = timed(lambda: awt_scores_from_features(img, txt, 100.0), device, repeat=args.repeat)
+        entry = {"ms_per_image": 1000 * t / n, "images": n, "peak_mb": peak_mb(device)}
+        if device.type == "cpu" and classes >= 10000 and not args.skip_memory:
+            entry["process_peak_rss_mb"] = scorer_memory_subprocess(classes, views, prompts, dim, 1)
+        if classes <= 1000 and not args.skip_reference:
+            logits = 100.0 * torch.einsum("bvd,cpd->bvpc", img, txt)
+            m = min(n, 2)
+            t_ref = timed(lambda: [paper_awt_scores_single(logits[i], 100.0) for i in range(m)], device)
+            ours = awt_scores_from_features(img[:m], txt, 100.0)
+            ref = torch.stack([paper_awt_scores_single(logits[i], 100.0) for i in range(m)])
+            entry["reference_loop_ms_per_image"] = 1000 * t_ref / m
+            entry["speedup_vs_reference_loop"] = entry["reference_loop_ms_per_image"] / entry["ms_per_image"]
+            entry["max_abs_diff_vs_reference"] = float((ours - ref).abs().max())
+            entry["same_argmax_as_reference"] = bool((ours.argmax(1) == ref.argmax(1)).all())
+        out[str(classes)] = entry
+        print(f"  scorer  {classes:>6} classes: {entry['ms_per_image']:9.2f} ms/image"
+              + (f"   (literal loop {entry['reference_loop_ms_per_image']:.1f} ms/image, "
+                 f"{entry['speedup_vs_reference_loop']:.1f}x, max diff {entry['max_abs_diff_vs_reference']:.2e})"
+                 if "reference_loop_ms_per_image" in entry else "")
+              + (f"   process peak RSS {entry['process_peak_rss_mb']:.0f} MiB" if "process_peak_rss_mb" in entry else ""),
+              flush=True)
+    return out
+
+
+def bench_solvers(device, classes, views, prompts, batch, repeat) -> dict:
+    """Our grouped Sinkhorn against POT's batched solver on the same kernels, fixed iteration count."""
+    import ot
+
+    g = torch.Generator().manual_seed(0)
+    cost = (0.75 + 0.05 * torch.randn(batch * classes, views, prompts, generator=g)).to(device)
+    a = torch.full((batch * classes, views), 1.0 / views, device=device)
+    b = torch.full((batch * classes, prompts), 1.0 / prompts, device=device)
+    kernel = torch.exp(-cost / 0.1)
+    iters = 100
+    t_ours = timed(lambda: sinkhorn(kernel.view(batch, classes, views, prompts), a.view(batch, classes, views),
+                                    b.view(batch, classes, prompts), max_iter=iters, tol=0.0), device, repeat)
+    t_pot = timed(lambda: ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn",
+                                         reg_type="entropy", grad="detach"), device, repeat)
+    u, v, _ = sinkhorn(kernel[:, None], a[:, None], b[:, None], max_iter=iters, tol=0.0)
+    plan = u[:, 0, :, None] * kernel * v[:, 0, None, :]
+    pot_plan = ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn", reg_type="entropy",
+                              grad="detach").plan
+    res = {"problems": batch * classes, "iterations": iters, "awt_ms": 1000 * t_ours, "pot_solve_batch_ms": 1000 * t_pot,
+           "pot_over_awt": t_pot / t_ours, "max_plan_diff": float((plan - torch.as_tensor(pot_plan)).abs().max())}
+    print(f"  solver  {batch * classes} problems {views}x{prompts}, {iters} iterations: awt {res['awt_ms']:.1f} ms, "
+          f"POT solve_batch {res['pot_solve_batch_ms']:.1f} ms ({res['pot_over_awt']:.2f}x), max plan diff {res['max_plan_diff']:.1e}",
+          flush=True)
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model", default="ViT-B-32")
+    p.add_argument("--pretrained", default="none")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--classes", type=int, default=100, help="classes for the end-to-end runs")
+    p.add_argument("--views", type=int, default=50, help="random views N (N+1 in all)")
+    p.add_argument("--descriptions", type=int, default=50, help="descriptions per class M (M+1 prompts)")
+    p.add_argument("--images", type=int, default=16)
+    p.add_argument("--naive-images", type=int, default=None, help="images for the naive pipeline (default: --images)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 4 on CPU, 32 on GPU)")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--image-dir", default=None)
+    p.add_argument("--scorer-classes", default="100,1000,20000")
+    p.add_argument("--scorer-batch", type=int, default=None, help="images per scorer call (default: 8 on CPU, 64 on GPU)")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--json", dest="json_path", default=None)
+    args = p.parse_args()
+
+    device = resolve_device(args.device)
+    on_gpu = device.type == "cuda"
+    batch_size = args.batch_size or (32 if on_gpu else 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backbone = create_backbone(args.model, args.pretrained, device, args.precision)
+    views, prompts = args.views + 1, args.descriptions + 1
+    files = image_files(args.images, args.image_dir)
+    print(f"awt {awt.__version__}, torch {torch.__version__}, {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if on_gpu else f" ({os.cpu_count()} CPUs, {torch.get_num_threads()} threads)")
+          + f", {args.model} {backbone.precision}, {views} views x {prompts} prompts, {args.classes} classes, "
+          f"{len(files)} images, batch {batch_size}", flush=True)
+
+    # Class prompts: random unit embeddings of the right shape. Encoding M+1 prompts per class is a
+    # one-off cost per class set (cached on disk in real use) and does not touch the image side.
+    dim = backbone.encode_texts(["a photo of a cat."]).shape[-1]
+    text = random_text_features(args.classes, prompts, dim, device)
+    clf = AWTClassifier(backbone, [f"class {i}" for i in range(args.classes)], views=args.views, text_features=text)
+    result: dict = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__, "awt": awt.__version__,
+                    "platform": platform.platform(), "model": args.model, "precision": backbone.precision,
+                    "views": views, "prompts": prompts, "classes": args.classes, "images": len(files), "batch_size": batch_size}
+
+    # (a) the encoder alone on ready-made view tensors
+    h, w = backbone.image_size
+    pixels = torch.randn(batch_size * views, 3, h, w, device=device).to(backbone.input_dtype)
+    backbone.encode_images(pixels[: views])  # warm-up
+    n_batches = max(1, len(files) // batch_size)
+    reset_peak(device)
+    t_enc = timed(lambda: [backbone.encode_images(pixels) for _ in range(n_batches)], device, args.repeat)
+    result["encode_images_per_s"] = n_batches * batch_size / t_enc
+    result["encode_peak_mb"] = peak_mb(device)
+    print(f"  encode  {result['encode_images_per_s']:9.3f} images/s ({views} views each)", flush=True)
+
+    # (b) full AWT, end to end from files
+    clf.classify(files[:batch_size], batch_size=batch_size, num_workers=0)  # warm-up
+    reset_peak(device)
+    t_awt = timed(lambda: clf.classify(files, batch_size=batch_size, num_workers=args.workers), device, args.repeat)
+    result["awt_images_per_s"] = len(files) / t_awt
+    result["awt_peak_mb"] = peak_mb(device)
+    result["awt_over_encode"] = result["awt_images_per_s"] / result["encode_images_per_s"]
+    print(f"  awt     {result['awt_images_per_s']:9.3f} images/s  = {result['awt_over_encode']:.3f} of encode-only", flush=True)
+
+    # (c) the paper-style pipeline
+    if not args.skip_naive:
+        naive_files = files[: args.naive_images or len(files)]
+        torch.manual_seed(0)
+        t_naive = timed(lambda: naive_pipeline(backbone, clf.text_features, naive_files, args.views), device)
+        result["naive_images_per_s"] = len(naive_files) / t_naive
+        result["awt_over_naive"] = result["awt_images_per_s"] / result["naive_images_per_s"]
+        print(f"  naive   {result['naive_images_per_s']:9.3f} images/s; awt is {result['awt_over_naive']:.1f}x faster", flush=True)
+
+    # (d) the scorer alone, and our solver against POT's
+    scorer_batch = args.scorer_batch or (64 if on_gpu else 8)
+    classes_list = [int(c) for c in args.scorer_classes.split(",") if c]
+    scorer = bench_scorer(device, classes_list, views, prompts, dim, scorer_batch, args)
+    result["scorer"] = scorer
+    result["scorer_ms_per_image"] = {k: v["ms_per_image"] for k, v in scorer.items()}
+    result["solvers"] = bench_solvers(device, 1000 if on_gpu else 200, views, prompts, 4 if on_gpu else 1, args.repeat)
+    result["peak_mb"] = peak_mb(device)
+
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json_path}")
+
+
+if __name__ == "__main__":
+    main()
