@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -62,6 +63,58 @@ def sample_views(height: int, width: int, n: int, seed: np.random.SeedSequence) 
     return boxes, flips
 
 
+@dataclass
+class PackedViews:
+    """The host side of a batch's random views, ready to go to the device in one copy."""
+
+    canvas: torch.Tensor   # (batch, 3, H_max, W_max) uint8, each image edge-padded; pinned for CUDA
+    rois: torch.Tensor     # (batch * n, 5) float32: image index, x0, y0, x1, y1
+    flips: torch.Tensor    # (batch * n,) bool
+    batch: int
+    n: int
+
+
+def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], flips: Sequence[torch.Tensor],
+               pin: bool = False) -> PackedViews:
+    """Gather a batch's images into one canvas with their crop boxes (host work, off the device's path).
+
+    Args:
+        images: per image a (3, H_i, W_i) uint8 tensor.
+        boxes: per image (n, 4) pixel boxes; flips: per image (n,) bool.
+    """
+    batch, n = len(images), int(boxes[0].shape[0])
+    max_h = max(int(im.shape[1]) for im in images)
+    max_w = max(int(im.shape[2]) for im in images)
+    canvas = torch.empty(batch, 3, max_h, max_w, dtype=torch.uint8, pin_memory=pin)
+    for i, im in enumerate(images):  # a copy per image; the crops themselves are one batched op
+        h, w = int(im.shape[1]), int(im.shape[2])
+        canvas[i, :, :h, :w] = im
+        # Edge-replicate the padding: bilinear samples at a crop's border then see the image's own
+        # edge pixels, exactly as when the image is cropped alone.
+        canvas[i, :, :h, w:] = im[:, :, w - 1 :]
+        canvas[i, :, h:, :] = canvas[i, :, h - 1 : h, :]
+    index = torch.arange(batch, dtype=torch.float32).repeat_interleave(n).unsqueeze(1)
+    rois = torch.cat([index, torch.cat([b.float() for b in boxes])], dim=1)
+    return PackedViews(canvas, rois, torch.cat(list(flips)), batch, n)
+
+
+def cut_views(packed: PackedViews, size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+              device: torch.device) -> torch.Tensor:
+    """Cut, resize, flip and normalise every view of a packed batch in one ``roi_align`` call.
+
+    Returns:
+        (batch, n, 3, height, width) float32 normalised views on ``device``.
+    """
+    canvas = packed.canvas.to(device, non_blocking=True).float()
+    out = roi_align(canvas, packed.rois.to(device, non_blocking=True), output_size=size, spatial_scale=1.0,
+                    sampling_ratio=-1, aligned=True)
+    flip = packed.flips.to(device, non_blocking=True).view(-1, 1, 1, 1)
+    out = torch.where(flip, out.flip(-1), out)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+    return ((out - m) / s).view(packed.batch, packed.n, 3, *size)
+
+
 def crop_views(
     images: Sequence[torch.Tensor],
     boxes: Sequence[torch.Tensor],
@@ -71,34 +124,7 @@ def crop_views(
     std: Sequence[float],
     device: torch.device,
 ) -> torch.Tensor:
-    """Cut, resize, flip and normalise every view of a batch in one call.
-
-    Args:
-        images: per image a (3, H_i, W_i) uint8 tensor.
-        boxes: per image (n, 4) pixel boxes; flips: per image (n,) bool.
-        size: output (height, width).
-    Returns:
-        (batch, n, 3, height, width) float32 normalised views on ``device``.
-    """
-    batch, n = len(images), boxes[0].shape[0]
-    if batch == 0 or n == 0:
-        return torch.empty(batch, n, 3, *size, device=device)
-    max_h = max(int(im.shape[1]) for im in images)
-    max_w = max(int(im.shape[2]) for im in images)
-    canvas = torch.zeros(batch, 3, max_h, max_w, dtype=torch.uint8)
-    for i, im in enumerate(images):  # a copy per image; the crops themselves are one batched op
-        h, w = int(im.shape[1]), int(im.shape[2])
-        canvas[i, :, :h, :w] = im
-        # Edge-replicate the padding: bilinear samples at a crop's border then see the image's own
-        # edge pixels, exactly as when the image is cropped alone.
-        canvas[i, :, :h, w:] = im[:, :, w - 1 :]
-        canvas[i, :, h:, :] = canvas[i, :, h - 1 : h, :]
-    canvas = canvas.pin_memory() if device.type == "cuda" else canvas
-    canvas = canvas.to(device, non_blocking=True).float()
-    rois = torch.cat([torch.cat([torch.full((n, 1), float(i)), b.float()], dim=1) for i, b in enumerate(boxes)])
-    out = roi_align(canvas, rois.to(device), output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-    flip = torch.cat(list(flips)).to(device).view(-1, 1, 1, 1)
-    out = torch.where(flip, out.flip(-1), out)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
-    return ((out - m) / s).view(batch, n, 3, *size)
+    """``pack_views`` then ``cut_views``: (batch, n, 3, height, width) normalised views on ``device``."""
+    if len(images) == 0 or boxes[0].shape[0] == 0:
+        return torch.empty(len(images), 0 if not boxes else int(boxes[0].shape[0]), 3, *size, device=device)
+    return cut_views(pack_views(images, boxes, flips), size, mean, std, device)

@@ -8,10 +8,10 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 
-from .augment import crop_views
+from .augment import cut_views, pack_views
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
-from .images import ImageInput, ViewDataset, collate_samples
+from .images import ImageInput, ViewDataset, collate_samples, prefetch
 from .prompts import DEFAULT_TEMPLATE, build_prompts, default_cache_dir, encode_prompts
 from .scoring import AWTConfig, awt_scores_from_features, clip_scores, ensemble_scores
 
@@ -134,22 +134,30 @@ class AWTClassifier:
             dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples,
             persistent_workers=False, prefetch_factor=4 if num_workers else None,
         )
-        for samples in loader:
-            good = [s for s in samples if s.error is None]
-            errors = [(s.index, s.error) for s in samples if s.error is not None]
-            if not good:
+        pin = bb.device.type == "cuda"
+
+        def host_batches():  # decoding is in the workers; this packing runs in a thread beside the device work
+            for samples in loader:
+                good = [s for s in samples if s.error is None]
+                errors = [(s.index, s.error) for s in samples if s.error is not None]
+                view0 = torch.stack([s.view0 for s in good]) if good else None
+                if pin and view0 is not None:
+                    view0 = view0.pin_memory()
+                packed = pack_views([s.pixels for s in good], [s.boxes for s in good], [s.flips for s in good], pin) \
+                    if good and views else None
+                yield [s.index for s in good], errors, view0, packed
+
+        for indices, errors, view0, packed in prefetch(host_batches(), depth=2):
+            if not indices:
                 yield FeatureBatch([], torch.empty(0, views + 1, 0), errors)
                 continue
-            view0 = torch.stack([s.view0 for s in good]).to(bb.device, non_blocking=True).unsqueeze(1)
-            if views:
-                crops = crop_views([s.pixels for s in good], [s.boxes for s in good], [s.flips for s in good],
-                                   bb.image_size, bb.mean, bb.std, bb.device)
-                pixels = torch.cat([view0.to(crops.dtype), crops], dim=1)
-            else:
-                pixels = view0
+            pixels = view0.to(bb.device, non_blocking=True).unsqueeze(1)
+            if packed is not None:
+                crops = cut_views(packed, bb.image_size, bb.mean, bb.std, bb.device)
+                pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
             n, v = pixels.shape[:2]
             features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)
-            yield FeatureBatch([s.index for s in good], features, errors)
+            yield FeatureBatch(indices, features, errors)
 
     # -- scores -----------------------------------------------------------------------------------
 

@@ -125,9 +125,12 @@ def models(pretrained_only: bool = typer.Option(True, help="Only (model, tag) pa
 
 
 def _register_subcommands() -> None:
+    # Both modules import only typer at load time; their heavy imports happen when a command runs.
+    from .bench.command import bench
     from .describe.command import describe
 
     app.command("describe")(user_errors(describe))
+    app.command("bench")(user_errors(bench))
 
 
 _register_subcommands()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from .errors import AWTError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 ImageInput = Union[str, os.PathLike, Image.Image]
+T = TypeVar("T")
 
 
 class ImageError(AWTError):
@@ -116,3 +119,43 @@ class ViewDataset(torch.utils.data.Dataset):
 
 def collate_samples(samples: list[ImageSample]) -> list[ImageSample]:
     return samples
+
+
+_DONE = object()
+
+
+def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Run ``iterable`` in a background thread, ``depth`` items ahead; its exceptions re-raise here.
+
+    Host-side batch preparation then overlaps with device work (torch releases the GIL in copies).
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(_DONE)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            items.put(e)
+
+    thread = threading.Thread(target=produce, name="awt-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -107,7 +107,7 @@ def test_descriptions_file_from_the_paper(inputs, tiny_model_name, tmp_path, sha
 
 @pytest.mark.parametrize(
     "content, message",
-    [("", "has no class names"), ("# only a comment\n\n", "has no class names"), (None, "class file not found")],
+    [("", "class file has no class names"), ("# only a comment\n\n", "class file has no class names"), (None, "class file not found")],
 )
 def test_bad_class_files(content, message, inputs, tiny_model_name, tmp_path):
     classes = tmp_path / "classes.txt"

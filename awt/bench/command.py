@@ -1,0 +1,51 @@
+"""The ``awt bench`` command: run a benchmark config, print the summary table.
+
+Registered in ``awt/cli.py`` (``app.command("bench")(user_errors(bench))``); until then, or to run it
+alone: ``python -m awt.bench.command CONFIG.yaml --output DIR``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def bench(
+    config: Path = typer.Argument(..., help="Benchmark config (YAML): backbones, datasets, methods, settings.",
+                                  show_default=False),
+    output: Path = typer.Option(Path("runs/bench"), "--output", "-o",
+                                help="Folder for run records (runs/), the summary files and the caches (cache/)."),
+    force: bool = typer.Option(False, "--force", help="Run again the runs already on disk (feature and text caches are still used)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device: auto, cpu, cuda, cuda:1, ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run every (backbone, dataset, method) of a benchmark config; write one JSON per run and a summary.
+
+    Runs already in OUTPUT are skipped (unless --force); image features are encoded once per (backbone, dataset, views, seed) and shared by all methods; an interrupted run resumes.
+    """
+    from .report import markdown_table
+    from .runner import load_config, run_bench
+
+    cfg = load_config(config, device=device)
+    result = run_bench(cfg, output, force=force, progress=not quiet)
+    typer.echo(markdown_table(result.records))
+    computed = sum(1 for f in result.feature_sets if f["source"] != "cached")
+    typer.echo(
+        f"\n{len(result.ran)} run(s) made, {len(result.skipped)} already on disk; "
+        f"{computed} feature set(s) encoded, {len(result.feature_sets) - computed} loaded from cache; "
+        f"{result.seconds:.1f} s", err=True)
+    typer.echo("wrote " + ", ".join(str(p) for p in result.files.values()), err=True)
+
+
+def main() -> None:
+    from ..cli import user_errors  # imported here: awt.cli imports this module to register the command
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(user_errors(bench))
+    app()
+
+
+if __name__ == "__main__":
+    main()

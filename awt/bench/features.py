@@ -1,0 +1,260 @@
+"""Image features of a benchmark dataset, encoded once and kept on disk.
+
+A feature set is the (images, 1 + views, dim) L2-normalised features of a list of images under one
+backbone, one number of random views and one seed; every method of a sweep is scored from it, so
+adding a method costs no image encoding. Layout, under ``<cache>/features/``::
+
+    <key>.pt          the finished set: {"features": fp16 (n, 1 + views, dim), "valid": bool (n,),
+                      "errors": [[position, reason], ...], "encode_seconds": float, ...}
+    <key>.json        what it is (backbone, views, seed, images), for people
+    <key>.parts/      while encoding: part-NNNNN.pt, one per ``shard_batches`` loader batches
+
+``key`` digests the backbone's weight fingerprint, the image paths, the views and the seed. Every
+file is written atomically (temp file + rename), so an interrupted run leaves whole parts behind,
+and the next run encodes only the images no part holds. A batch that runs out of accelerator memory
+is retried with half as many images (down to one), the pattern of timm's ``validate.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..classifier import AWTClassifier
+from ..errors import AWTError
+from ..prompts import atomic_torch_save
+
+FEATURES_VERSION = 1
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """An accelerator out-of-memory error (``torch.cuda.OutOfMemoryError`` or its RuntimeError text)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def feature_key(fingerprint: str, paths: Sequence[str], views: int, seed: int) -> str:
+    h = hashlib.blake2b(f"awt-features|{FEATURES_VERSION}|{fingerprint}|{views}|{seed}".encode(), digest_size=16)
+    for p in paths:
+        h.update(p.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+@dataclass
+class FeatureSet:
+    """Encoded views of a dataset's images."""
+
+    features: torch.Tensor            # (n, 1 + views, dim) float16 on the CPU; zero rows where unreadable
+    valid: torch.Tensor               # (n,) bool: the image could be read
+    errors: dict[int, str]            # position -> why it could not be read
+    views: int
+    seed: int
+    path: Path                        # the cache file
+    source: str                       # "computed", "resumed" (some parts were on disk) or "cached"
+    encoded: int                      # images encoded by this call
+    encode_seconds: float             # the whole set's encoding time, all sessions that built it together
+    batch_size: int                   # the batch size encoding ended with (smaller after out-of-memory)
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+
+class _ViewEncoder:
+    """What ``AWTClassifier.iter_image_features`` reads of its classifier: a backbone, views, a seed.
+
+    Borrowing that method keeps the benchmark's features identical to what ``awt classify`` scores.
+    """
+
+    iter_image_features = AWTClassifier.iter_image_features
+
+    def __init__(self, backbone, views: int, seed: int):
+        self.backbone, self.views, self.seed = backbone, views, seed
+
+
+def _load_finished(path: Path, n: int, views: int) -> dict | None:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        feats = data["features"]
+        if feats.shape[0] == n and feats.shape[1] == views + 1 and data["valid"].shape == (n,):
+            return data
+    except Exception:  # a damaged cache file is recomputed, never trusted
+        pass
+    return None
+
+
+def _load_parts(parts_dir: Path, n: int, views: int) -> list[dict]:
+    parts = []
+    for f in sorted(parts_dir.glob("part-*.pt")):
+        try:
+            part = torch.load(f, map_location="cpu", weights_only=True)
+            pos = part["positions"]
+            ok = part["features"].shape[0] == pos.numel() and (pos.numel() == 0 or part["features"].shape[1] == views + 1)
+            if ok and (pos.numel() == 0 or int(pos.max()) < n):
+                parts.append(part)
+                continue
+        except Exception:
+            pass
+        f.unlink(missing_ok=True)  # unreadable or foreign: its images are encoded again
+    return parts
+
+
+def compute_features(
+    backbone,
+    paths: Sequence[str],
+    *,
+    views: int,
+    seed: int,
+    cache_dir: str | Path,
+    batch_size: int = 8,
+    workers: int | None = None,
+    shard_batches: int = 16,
+    progress: bool = True,
+    description: str = "features",
+    meta: dict | None = None,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> FeatureSet:
+    """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts)."""
+    from tqdm.auto import tqdm
+
+    n = len(paths)
+    root = Path(cache_dir) / "features"
+    key = feature_key(backbone.fingerprint, paths, views, seed)
+    final, parts_dir = root / f"{key}.pt", root / f"{key}.parts"
+
+    if final.is_file():
+        data = _load_finished(final, n, views)
+        if data is not None:
+            return FeatureSet(data["features"], data["valid"], {int(i): str(r) for i, r in data["errors"]}, views, seed,
+                              final, "cached", 0, float(data.get("encode_seconds", 0.0)), batch_size)
+
+    parts = _load_parts(parts_dir, n, views) if parts_dir.is_dir() else []
+    done = torch.zeros(n, dtype=torch.bool)
+    for part in parts:
+        done[part["positions"]] = True
+    resumed = bool(done.any())
+    encoder = _ViewEncoder(backbone, views, seed)
+    buffer: list[tuple[list[int], torch.Tensor, list[tuple[int, str]]]] = []
+    clock = {"start": time.perf_counter(), "count": len(parts)}
+    encoded = 0
+
+    def flush() -> None:
+        if not buffer:
+            return
+        positions = [p for b in buffer for p in b[0]]
+        errors = [e for b in buffer for e in b[2]]
+        good = [b[1] for b in buffer if b[1].numel()]
+        feats = torch.cat(good) if good else torch.empty(0, views + 1, 0, dtype=torch.float16)
+        now = time.perf_counter()
+        part = {"positions": torch.tensor(positions, dtype=torch.long), "features": feats,
+                "errors": [[int(i), str(r)] for i, r in errors],
+                "error_positions": torch.tensor([i for i, _ in errors], dtype=torch.long),
+                "seconds": now - clock["start"]}
+        # the pid keeps two processes that share a cache from replacing each other's parts
+        atomic_torch_save(part, parts_dir / f"part-{clock['count']:05d}-{os.getpid()}.pt")
+        clock["count"] += 1
+        clock["start"] = now
+        parts.append(part)
+        for b in buffer:
+            done[b[0]] = True
+            done[[i for i, _ in b[2]]] = True
+        buffer.clear()
+
+    bar = tqdm(total=n, initial=int(done.sum()), desc=description, unit="img", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, leave=False)
+    batch = max(1, int(batch_size))
+    try:
+        while not bool(done.all()):
+            todo = (~done).nonzero().flatten().tolist()
+            try:
+                batches = 0
+                stream = encoder.iter_image_features([paths[i] for i in todo], batch, workers)
+                try:
+                    for fb in stream:
+                        positions = [todo[i] for i in fb.indices]
+                        errors = [(todo[i], reason) for i, reason in fb.errors]
+                        buffer.append((positions, fb.features.to("cpu", torch.float16), errors))
+                        encoded += len(positions) + len(errors)
+                        bar.update(len(positions) + len(errors))
+                        batches += 1
+                        if batches % max(1, shard_batches) == 0:
+                            flush()
+                finally:
+                    stream.close()  # stops its loader workers (and any prefetching) now, also on errors
+                flush()
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                flush()  # what was finished stays finished
+                if batch == 1:
+                    raise AWTError(f"{description}: out of memory encoding a single image's {views + 1} views; "
+                                   "use fewer views or a smaller model") from None
+                batch = max(1, batch // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log(f"{description}: out of memory, retrying with batch size {batch}")
+    except BaseException:
+        try:
+            flush()  # keep every finished batch for the next run, also on Ctrl-C
+        finally:
+            bar.close()
+        raise
+    bar.close()
+
+    # assemble the finished set from the parts, then drop them
+    dims = [p["features"].shape[-1] for p in parts if p["features"].numel()]
+    dim = dims[0] if dims else 0
+    features = torch.zeros(n, views + 1, dim, dtype=torch.float16)
+    valid = torch.zeros(n, dtype=torch.bool)
+    errors: dict[int, str] = {}
+    for part in parts:
+        bad = {int(i) for i, _ in part["errors"]}
+        good = [int(i) for i in part["positions"].tolist() if int(i) not in bad]
+        if good:
+            features[good] = part["features"]
+            valid[good] = True
+        errors.update({int(i): str(r) for i, r in part["errors"]})
+    seconds = float(sum(float(p.get("seconds", 0.0)) for p in parts))
+    atomic_torch_save({"features": features, "valid": valid, "errors": [[i, r] for i, r in sorted(errors.items())],
+                       "encode_seconds": seconds, "views": views, "seed": seed, "version": FEATURES_VERSION}, final)
+    info = dict(meta or {}, key=key, images=n, views=views, seed=seed, dim=dim, unreadable=len(errors),
+                encode_seconds=round(seconds, 3), fingerprint=backbone.fingerprint)
+    _atomic_write_json(root / f"{key}.json", info)
+    for f in parts_dir.glob("part-*.pt"):
+        f.unlink(missing_ok=True)
+    try:
+        parts_dir.rmdir()
+    except OSError:
+        pass
+    return FeatureSet(features, valid, errors, views, seed, final, "resumed" if resumed else "computed", encoded,
+                      seconds, batch)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` so that ``path`` is either the old file or the whole new one (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")

@@ -1,0 +1,184 @@
+"""The sweep's summary: ``summary.csv`` and ``summary.md`` (one row per run) and ``summary.png``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from .features import atomic_write_text
+
+if TYPE_CHECKING:
+    from .runner import BenchConfig
+
+COLUMNS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "seed", "images",
+           "top1", "top5", "mean_per_class_recall", "wall_time_s", "images_per_s")
+EXTRA_COLUMNS = ("classes", "encode_time_s", "score_time_s", "feature_source", "device", "precision")
+_HEADERS = {"descriptions_per_class": "M", "mean_per_class_recall": "mean recall", "wall_time_s": "wall s",
+            "images_per_s": "img/s", "views": "N", "top1": "top-1", "top5": "top-5"}
+
+
+def _fmt(value, column: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if column in ("top1", "top5", "mean_per_class_recall"):
+            return f"{value:.2f}"
+        if column.endswith("_s"):
+            return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_rows(records: Sequence[dict]) -> list[dict]:
+    return [{c: r.get(c) for c in COLUMNS + EXTRA_COLUMNS} for r in records]
+
+
+def csv_text(records: Sequence[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(COLUMNS + EXTRA_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in summary_rows(records):
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def markdown_table(records: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
+    head = "| " + " | ".join(_HEADERS.get(c, c) for c in columns) + " |"
+    rule = "|" + "|".join("---:" if c not in ("backbone", "pretrained", "dataset", "method") else "---"
+                          for c in columns) + "|"
+    body = ["| " + " | ".join(_fmt(r.get(c), c) for c in columns) + " |" for r in records]
+    return "\n".join([head, rule, *body])
+
+
+def markdown_text(records: Sequence[dict], config: "BenchConfig | None" = None) -> str:
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = [f"# AWT benchmark: {config.name if config else 'summary'}", ""]
+    if config is not None:
+        lines.append(f"Config `{config.path}`, summarised {when}.")
+    devices = sorted({f"{r.get('device')} ({r.get('device_name')}, {r.get('precision')})" for r in records})
+    versions = sorted({" ".join(f"{k} {v}" for k, v in r.get("versions", {}).items() if k != "platform")
+                       for r in records})
+    if devices:
+        lines.append("Device: " + "; ".join(devices) + ".")
+    if versions:
+        lines.append("Versions: " + "; ".join(versions) + ".")
+    lines += ["", markdown_table(records), "",
+              "N: random views per image besides view 0; M: descriptions per class (both as the method uses "
+              "them: 0 where it ignores them). Metrics in %: top-1, top-5, mean per-class recall over the "
+              "classes present. Wall time: encoding the views the method uses (measured once, when the "
+              "features were computed; for view-0 methods scored from a larger set, the share of its views) "
+              "plus scoring; model loading and the one-off class-prompt encoding are not included.", ""]
+    return "\n".join(lines)
+
+
+def write_summary(output: Path, records: Sequence[dict], config: "BenchConfig | None" = None) -> dict[str, Path]:
+    """Write ``summary.csv``, ``summary.md`` and (with matplotlib) ``summary.png`` into ``output``."""
+    output = Path(output)
+    files = {"csv": output / "summary.csv", "md": output / "summary.md"}
+    atomic_write_text(files["csv"], csv_text(records))
+    atomic_write_text(files["md"], markdown_text(records, config))
+    png = output / "summary.png"
+    try:
+        if plot_summary(records, png, config):
+            files["png"] = png
+    except ImportError:
+        print("note: matplotlib is not installed: no summary.png (pip install 'awt[bench]')", file=sys.stderr)
+    return files
+
+
+# -- the plot ----------------------------------------------------------------------------------------
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | None" = None) -> bool:
+    """Top-1 per dataset, one bar per method; plus top-1 against N and M when the config sweeps them."""
+    if not records:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .runner import effective_settings
+
+    views_list = config.settings.views if config else sorted({r["views"] for r in records})
+    m_list = config.settings.descriptions_per_class if config else sorted({r["descriptions_per_class"] for r in records})
+    has_desc = {d.name: d.descriptions is not None for d in config.datasets} if config else {}
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    groups = list(dict.fromkeys((r["backbone"], r["dataset"]) for r in records))
+    multi_backbone = len({g[0] for g in groups}) > 1
+
+    def primary(r, vary: str | None = None) -> bool:
+        v, m = effective_settings(r["method"], views_list[0], m_list[0], has_desc.get(r["dataset"], True))
+        return (vary == "views" or r["views"] == v) and (vary == "m" or r["descriptions_per_class"] == m)
+
+    panels = ["bars"] + (["views"] if len(views_list) > 1 else []) + (["m"] if len(m_list) > 1 else [])
+    bar_width = max(5.0, 0.45 * len(groups) * max(1, len(methods)) + 2.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(bar_width + 2 + 6 * (len(panels) - 1), 4.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [bar_width] + [5] * (len(panels) - 1)})
+    cmap = plt.get_cmap("tab10")
+    color = {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+    ax = axes[0][0]
+    width = 0.8 / max(1, len(methods))
+    for j, method in enumerate(methods):
+        xs, ys, errs = [], [], []
+        for i, g in enumerate(groups):
+            vals = [r["top1"] for r in records if (r["backbone"], r["dataset"]) == g and r["method"] == method
+                    and primary(r)]
+            if vals:
+                mu = _mean(vals)
+                xs.append(i + (j - (len(methods) - 1) / 2) * width)
+                ys.append(mu)
+                errs.append(math.sqrt(_mean([(v - mu) ** 2 for v in vals])) if len(vals) > 1 else 0.0)
+        if xs:
+            bars = ax.bar(xs, ys, width, yerr=errs if any(errs) else None, label=method, color=color[method])
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{d}\n{b}" if multi_backbone else d for b, d in groups])
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"N={views_list[0]}, M={m_list[0]}" + (" (mean over seeds)" if config and len(config.settings.seeds) > 1 else ""))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_ylim(bottom=0)
+    ax.margins(y=0.12)
+    styles = ["-", "--", ":", "-."]
+
+    for p, panel in enumerate(panels[1:], start=1):
+        ax = axes[0][p]
+        field = "views" if panel == "views" else "descriptions_per_class"
+        for method in methods:
+            for gi, g in enumerate(groups):
+                by_x: dict[int, list[float]] = defaultdict(list)
+                for r in records:
+                    if (r["backbone"], r["dataset"]) == g and r["method"] == method and primary(r, panel):
+                        by_x[r[field]].append(r["top1"])
+                if len(by_x) < 2:
+                    continue  # this method does not depend on the swept number
+                xs = sorted(by_x)
+                label = f"{method} ({g[1]}{', ' + g[0] if multi_backbone else ''})" if len(groups) > 1 else method
+                ax.plot(xs, [_mean(by_x[x]) for x in xs], marker="o", label=label, color=color[method],
+                        linestyle=styles[gi % len(styles)])
+        ax.set_xlabel("random views per image (N)" if panel == "views" else "descriptions per class (M)")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title("accuracy against " + ("N" if panel == "views" else "M"))
+        ax.set_ylim(bottom=0)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return True

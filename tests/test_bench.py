@@ -1,0 +1,543 @@
+"""`awt bench`: dataset readers, metrics, the feature cache, and whole sweeps on real Caltech101 images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from awt.backbone import Backbone
+from awt.bench.datasets import (
+    clean_classname,
+    read_coop_split,
+    read_dataset,
+    read_image_folder,
+    read_labels_csv,
+    stratified_subset,
+)
+from awt.bench.features import compute_features, is_out_of_memory
+from awt.bench.runner import (
+    compute_metrics,
+    load_config,
+    mean_per_class_recall,
+    metrics_from_topk,
+    plan_runs,
+    run_bench,
+    top_k_accuracy,
+)
+from awt.classifier import METHODS, AWTClassifier
+from awt.errors import AWTError
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "benchmarks" / "configs" / "smoke.yaml"
+RUN_FIELDS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "seed", "images",
+              "top1", "top5", "mean_per_class_recall", "wall_time_s", "images_per_s", "versions", "device",
+              "precision", "feature_source", "config", "classes")
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+class EncodeCounter:
+    """Wraps Backbone.encode_images (class-wide): counts calls and images; can fail on purpose."""
+
+    def __init__(self, monkeypatch, views: int | None = None, fail=None):
+        self.calls, self.rows, self.batches = 0, 0, []
+        self.fail = fail
+        original = Backbone.encode_images
+        counter = self
+
+        def encode(bb, pixels):
+            counter.calls += 1
+            if counter.fail is not None:
+                counter.fail(counter, pixels)
+            counter.rows += pixels.shape[0]
+            counter.batches.append(pixels.shape[0])
+            return original(bb, pixels)
+
+        monkeypatch.setattr(Backbone, "encode_images", encode)
+
+    def images(self, views: int) -> int:
+        return self.rows // (views + 1)
+
+
+def caltech_rows(caltech_dir: Path) -> list[dict]:
+    with open(caltech_dir / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_small_csv(caltech_dir: Path, folder: Path, per_class: int = 3, classes=(0, 1, 2, 3),
+                    rename: dict[int, str] | None = None) -> Path:
+    """A labels.csv over a few real Caltech101 images (absolute paths), labels renumbered 0..k-1."""
+    rows = caltech_rows(caltech_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "labels.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "classname"])
+        for new, old in enumerate(classes):
+            picked = [r for r in rows if int(r["label"]) == old][:per_class]
+            for r in picked:
+                name = (rename or {}).get(new, r["classname"])
+                w.writerow([str(caltech_dir / r["path"]), new, name])
+    return out
+
+
+def write_config(path: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump(sections, sort_keys=False))
+    return path
+
+
+def small_config(tmp_path: Path, caltech_dir: Path, tiny_model_name: str, shared_dir: Path, **settings) -> Path:
+    data = write_small_csv(caltech_dir, tmp_path / "data")
+    base = {"views": 4, "descriptions_per_class": 4, "seed": 0, "batch_size": 4, "workers": 0, "shard_batches": 1,
+            "device": "cpu"}
+    base.update(settings)
+    return write_config(
+        tmp_path / "bench.yaml",
+        name="test",
+        methods=list(METHODS),
+        settings=base,
+        backbones=[{"name": "tiny", "model": tiny_model_name}],
+        datasets=[{"name": "cal4", "path": str(data.parent), "template": "a photo of a {}.",
+                   "descriptions": str(shared_dir / "descriptions" / "awt" / "caltech101.json")}],
+    )
+
+
+def quiet_run(config_path: Path, output: Path, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_bench(load_config(config_path), output, progress=False, log=lambda m: None, **kwargs)
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+
+def test_metrics_against_hand_computed_values():
+    # 4 images, 3 classes; labels 0,0,0,1 (unbalanced); predictions 0,0,1,1
+    scores = torch.tensor([[0.9, 0.1, 0.0],
+                           [0.8, 0.1, 0.1],
+                           [0.2, 0.7, 0.1],    # label 0, ranked second
+                           [0.1, 0.6, 0.3]])
+    labels = torch.tensor([0, 0, 0, 1])
+    assert top_k_accuracy(scores, labels, 1) == pytest.approx(75.0)
+    assert top_k_accuracy(scores, labels, 2) == pytest.approx(100.0)
+    # top-5 with 3 classes: every class is in the top 5
+    assert top_k_accuracy(scores, labels, 5) == pytest.approx(100.0)
+    # per-class recall: class 0 -> 2/3, class 1 -> 1/1; classes without images (2) do not count
+    assert mean_per_class_recall(scores.argmax(1), labels) == pytest.approx(100 * (2 / 3 + 1) / 2)
+    m = compute_metrics(scores, labels)
+    assert m == pytest.approx({"top1": 75.0, "top5": 100.0, "mean_per_class_recall": 100 * 5 / 6})
+
+
+def test_top5_and_recall_with_more_classes():
+    torch.manual_seed(0)
+    scores = torch.randn(7, 10)
+    labels = torch.tensor([3, 3, 3, 3, 3, 1, 9])
+    ranks = (scores > scores.gather(1, labels[:, None])).sum(1)   # 0 = best
+    m = compute_metrics(scores, labels)
+    assert m["top1"] == pytest.approx(100 * float((ranks == 0).float().mean()))
+    assert m["top5"] == pytest.approx(100 * float((ranks < 5).float().mean()))
+    pred = scores.argmax(1)
+    per_class = [float((pred[labels == c] == c).float().mean()) for c in (1, 3, 9)]
+    assert m["mean_per_class_recall"] == pytest.approx(100 * sum(per_class) / 3)
+    top = scores.topk(5, dim=1).indices
+    assert metrics_from_topk(top, labels) == pytest.approx(m)
+
+
+def test_out_of_memory_detection():
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(KeyboardInterrupt())
+
+
+# -- datasets ---------------------------------------------------------------------------------------
+
+def test_stratified_subset_covers_classes_deterministically():
+    labels = [0] * 50 + [1] * 3 + [2] * 20 + [3] * 1
+    paths = [f"img{i:03d}.jpg" for i in range(len(labels))]
+    a = stratified_subset(paths, labels, 6, seed=0)
+    assert a == stratified_subset(paths, labels, 6, seed=0)
+    assert len(a) == 6 and {labels[i] for i in a} == {0, 1, 2, 3}
+    assert a == sorted(a)
+    assert set(stratified_subset(paths, labels, 3, seed=0)) <= set(a)      # a smaller limit is part of it
+    assert set(stratified_subset(paths, labels, 40, seed=0)) >= set(a)
+    assert stratified_subset(paths, labels, None) == list(range(len(labels)))
+    assert stratified_subset(paths, labels, 1000) == list(range(len(labels)))
+    # the row order of the labels file does not change the sample
+    perm = list(reversed(range(len(labels))))
+    b = stratified_subset([paths[i] for i in perm], [labels[i] for i in perm], 6, seed=0)
+    assert sorted(paths[perm[i]] for i in b) == sorted(paths[i] for i in a)
+
+
+def test_shared_caltech_csv_and_split_agree(caltech_dir):
+    csv_set = read_labels_csv(caltech_dir / "labels.csv")
+    split = read_coop_split(caltech_dir / "test_split_zhou.json")
+    assert len(csv_set) == len(split) == 2465
+    assert csv_set.classnames == split.classnames and len(csv_set.classnames) == 100
+    assert Path(split.extra["image_dir"]).name == "101_ObjectCategories"   # found on its own
+    assert sorted(zip(csv_set.paths, csv_set.labels)) == sorted(zip(split.paths, split.labels))
+    assert all(Path(p).is_file() for p in split.paths[::200])
+    assert read_dataset(caltech_dir).format == "csv"          # a folder with labels.csv
+    # 50 images cover 50 classes, not the first 50 rows (all 'face')
+    picked = stratified_subset(csv_set.paths, csv_set.labels, 50, 0)
+    assert len({csv_set.labels[i] for i in picked}) == 50
+    assert clean_classname("inline_skate") == "inline skate"
+
+
+def test_imagenet_duplicate_names_stay_distinct(shared_dir):
+    labels = shared_dir / "data" / "imagenet-sample" / "labels.csv"
+    if not labels.is_file():
+        pytest.skip(f"{labels} not found")
+    ds = read_labels_csv(labels)            # classname_clip column
+    assert len(ds.classnames) == 1000
+    assert [i for i, n in enumerate(ds.classnames) if n == "missile"] == [657, 744]
+    assert [i for i, n in enumerate(ds.classnames) if n == "sunglasses"] == [836, 837]
+    assert sorted(set(ds.labels)) == list(range(1000))
+
+
+def _copy_images(caltech_dir: Path, target: Path, per_class: int = 2, classes=(0, 1, 2)) -> dict[int, list[Path]]:
+    rows = caltech_rows(caltech_dir)
+    out = {}
+    for c in classes:
+        picked = [r for r in rows if int(r["label"]) == c][:per_class]
+        out[c] = []
+        for r in picked:
+            src = caltech_dir / r["path"]
+            dst = target / src.parent.name / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+            out[c].append(dst)
+    return out
+
+
+def test_coop_split_both_shapes(caltech_dir, tmp_path):
+    root = tmp_path / "caltech-101"
+    images = _copy_images(caltech_dir, root / "101_ObjectCategories")
+    rel = {c: [f"{p.parent.name}/{p.name}" for p in ps] for c, ps in images.items()}
+    names = {0: "face", 1: "leopard", 2: "motorbike"}
+    doc = {"train": [[rel[2][0], 2, names[2]]],
+           "val": [],
+           "test": [[r, c, names[c]] for c in (0, 1) for r in rel[c]]}
+    (root / "split_zhou_Caltech101.json").write_text(json.dumps(doc))
+    ds = read_dataset(root)                                   # auto: a folder with split_zhou_*.json
+    assert ds.format == "coop" and ds.classnames == ["face", "leopard", "motorbike"]  # motorbike only in train
+    assert ds.labels == [0, 0, 1, 1] and all(Path(p).is_file() for p in ds.paths)
+    assert Path(ds.extra["image_dir"]) == (root / "101_ObjectCategories").resolve()
+    train = read_coop_split(root / "split_zhou_Caltech101.json", part="train")
+    assert train.labels == [2]
+    # the plain-list shape, with an explicit image folder
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(doc["test"]))
+    ds2 = read_coop_split(plain, image_dir=root / "101_ObjectCategories")
+    assert ds2.paths == ds.paths and ds2.classnames == ["face", "leopard"]
+    with pytest.raises(AWTError, match="no 'test' part|cannot find"):
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        (bad / "split_zhou_X.json").write_text(json.dumps(doc))
+        read_dataset(bad)
+
+
+def test_image_folder(caltech_dir, tmp_path):
+    root = tmp_path / "folder"
+    _copy_images(caltech_dir, root, per_class=2, classes=(2, 0, 1))
+    folders = sorted(p.name for p in root.iterdir())
+    ds = read_dataset(root)
+    assert ds.format == "imagefolder" and ds.classnames == folders
+    assert ds.labels == [0, 0, 1, 1, 2, 2]
+    assert all(Path(p).parent.name == folders[label] for p, label in zip(ds.paths, ds.labels))
+    # CoOp's ImageNet classnames.txt style: "<folder> <name>"
+    (tmp_path / "classnames.txt").write_text("\n".join(f"{f} the {f.lower()}" for f in reversed(folders)))
+    named = read_image_folder(root, tmp_path / "classnames.txt")
+    assert named.classnames == [f"the {f.lower()}" for f in folders]
+    # one name per line, in folder order; duplicate names stay distinct classes
+    (tmp_path / "plain.txt").write_text("cat\ncat\ndog\n")
+    dup = read_image_folder(root, tmp_path / "plain.txt")
+    assert dup.classnames == ["cat", "cat", "dog"] and dup.labels == [0, 0, 1, 1, 2, 2]
+
+
+# -- config validation ------------------------------------------------------------------------------
+
+def test_config_errors_name_the_key(tmp_path, caltech_dir, shared_dir, tiny_model_name):
+    good = yaml.safe_load(small_config(tmp_path, caltech_dir, tiny_model_name, shared_dir).read_text())
+
+    def check(mutate, pattern):
+        cfg = json.loads(json.dumps(good))
+        mutate(cfg)
+        path = write_config(tmp_path / "bad.yaml", **cfg)
+        with pytest.raises(AWTError, match=pattern) as info:
+            load_config(path)
+        assert "\n" not in str(info.value)
+
+    check(lambda c: c.update(extra=1), r"extra: unknown key")
+    check(lambda c: c["settings"].update(vews=3), r"settings\.vews: unknown key")
+    check(lambda c: c["datasets"][0].update(templat="x {}"), r"datasets\[0\]\.templat: unknown key")
+    check(lambda c: c.update(methods=["awt", "tip-adapter"]), r"methods\[1\]: unknown method 'tip-adapter'")
+    check(lambda c: c["datasets"][0].update(path="nowhere/at/all"), r"datasets\[0\] \(cal4\)\.path: .*nowhere/at/all not found")
+    check(lambda c: c["datasets"][0].update(descriptions="missing.json"),
+          r"datasets\[0\] \(cal4\)\.descriptions: descriptions file .*missing\.json not found")
+    check(lambda c: c["settings"].update(views=-1), r"settings\.views: must be >= 0")
+    check(lambda c: c["backbones"].append({"name": "tiny", "model": tiny_model_name}), r"backbones\[1\]\.name")
+    check(lambda c: c["backbones"].__setitem__(0, {"model": "ViT-B-16"}), r"backbones\[0\]\.pretrained: required")
+    check(lambda c: c["settings"].update(precision="fp8"), r"settings\.precision: unknown precision 'fp8'")
+    check(lambda c: c.update(data_root="${AWT_SURELY_UNSET_VAR}"),
+          r"data_root: environment variable AWT_SURELY_UNSET_VAR is not set")
+    if not torch.cuda.is_available():
+        check(lambda c: c["settings"].update(device="cuda"), r"settings\.device: .*CUDA is not available")
+
+
+def test_paper_config_is_well_formed(tmp_path, monkeypatch, shared_dir):
+    paper = REPO / "benchmarks" / "configs" / "paper.yaml"
+    raw = yaml.safe_load(paper.read_text())
+    # a fake CoOp data root holding every path the config names (existence is all load_config checks)
+    for d in raw["datasets"]:
+        for key in ("path", "image_dir", "classnames"):
+            if key in d:
+                p = tmp_path / d[key]
+                if p.suffix in (".json", ".txt"):
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.touch()
+                else:
+                    p.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("COOP_DATA", str(tmp_path))
+    cfg = load_config(paper)
+    assert [d.name for d in cfg.datasets] == ["imagenet", "caltech101", "oxford_pets", "stanford_cars",
+                                              "oxford_flowers", "food101", "fgvc_aircraft", "sun397", "dtd",
+                                              "eurosat", "ucf101"]
+    assert cfg.settings.views == [50] and cfg.settings.descriptions_per_class == [50]
+    assert cfg.backbones[0].model == "ViT-B-16" and cfg.backbones[0].pretrained == "openai"
+    assert all(d.descriptions is not None and d.descriptions.is_file() for d in cfg.datasets)
+    templates = {d.name: d.template for d in cfg.datasets}
+    assert templates["oxford_pets"] == "a photo of a {}, a type of pet."
+    assert templates["eurosat"] == "a centered satellite photo of {}."
+    assert templates["dtd"] == "{} texture."
+    assert len(plan_runs(cfg)) == 11 * len(METHODS)
+    monkeypatch.delenv("COOP_DATA")
+    with pytest.raises(AWTError, match="data_root: environment variable COOP_DATA is not set"):
+        load_config(paper)
+    results = yaml.safe_load((REPO / "benchmarks" / "configs" / "paper_results.yaml").read_text())
+    assert set(results["top1"]["awt"]) == set(templates)
+
+
+def test_cli_prints_one_line_error(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from awt.bench.command import bench
+    from awt.cli import user_errors
+
+    app = typer.Typer()
+    app.command()(user_errors(bench))
+    path = write_config(tmp_path / "c.yaml", methods=["awt"], backbones=[{"model": "ViT-B-32", "pretrained": "none"}],
+                        datasets=[{"path": "does-not-exist"}])
+    result = CliRunner().invoke(app, [str(path), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "datasets[0].path" in lines[0] and "does-not-exist not found" in lines[0]
+
+
+# -- sweeps -----------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def sweep(tmp_path, caltech_dir, shared_dir, tiny_model_name):
+    return small_config(tmp_path, caltech_dir, tiny_model_name, shared_dir), tmp_path / "out"
+
+
+def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone):
+    config_path, out = sweep
+    counter = EncodeCounter(monkeypatch)
+    result = quiet_run(config_path, out)
+    plan = plan_runs(load_config(config_path))
+    assert len(plan) == len(METHODS) == len(result.ran) and not result.skipped
+
+    # one JSON per run, with the fields
+    files = sorted((out / "runs").rglob("*.json"))
+    assert len(files) == len(METHODS)
+    records = [json.loads(f.read_text()) for f in files]
+    for r in records:
+        assert all(k in r for k in RUN_FIELDS), set(RUN_FIELDS) - set(r)
+        assert r["images"] == 12 and r["classes"] == 4 and r["device"] == "cpu"
+        assert 0 <= r["top1"] <= r["top5"] <= 100 and r["top5"] == 100.0     # 4 classes: all in the top 5
+        assert r["versions"]["torch"] == torch.__version__
+        assert r["wall_time_s"] > 0 and r["images_per_s"] > 0
+    by_method = {r["method"]: r for r in records}
+    assert by_method["clip"]["views"] == 0 and by_method["clip"]["descriptions_per_class"] == 0
+    assert by_method["awt"]["views"] == 4 and by_method["awt"]["descriptions_per_class"] == 4
+    assert by_method["awt-image"]["descriptions_per_class"] == 0 and by_method["awt-text"]["views"] == 0
+
+    # summary.csv: one row per run, the columns asked for
+    with open(out / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(METHODS) and [r["method"] for r in rows] == list(METHODS)
+    assert list(rows[0])[:13] == ["backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class",
+                                 "seed", "images", "top1", "top5", "mean_per_class_recall", "wall_time_s",
+                                 "images_per_s"]
+    assert (out / "summary.md").read_text().count("| tiny |") == len(METHODS)
+    assert (out / "summary.png").stat().st_size > 1000
+
+    # image features were encoded once, for all six methods: 12 images x (1 + 4) views
+    assert counter.images(4) == 12 and counter.rows == 12 * 5
+    assert [r["feature_source"] for r in sorted(records, key=lambda r: METHODS.index(r["method"]))] == \
+        ["computed"] + ["reused"] * (len(METHODS) - 1)
+    assert len(list((out / "cache" / "features").glob("*.pt"))) == 1
+
+    # the recorded metrics are those of the scores, recomputed here from the cached features
+    data = torch.load(by_method["awt"]["features"]["file"], weights_only=True)
+    labels = torch.tensor([0] * 3 + [1] * 3 + [2] * 3 + [3] * 3)
+    from awt.descriptions import load_descriptions
+
+    ds = read_labels_csv(Path(load_config(config_path).datasets[0].path))
+    desc = load_descriptions(load_config(config_path).datasets[0].descriptions).for_classes(ds.classnames)
+    clf = AWTClassifier(tiny_backbone, [clean_classname(n) for n in ds.classnames], template="a photo of a {}.",
+                        descriptions=desc, descriptions_per_class=4, cache_dir=None)
+    for method in METHODS:
+        feats = data["features"].float()
+        if method in ("clip", "ensemble", "awt-text"):
+            feats = feats[:, :1]
+        expected = compute_metrics(clf.scores(feats, method), labels)
+        got = by_method[method]
+        assert got["top1"] == pytest.approx(expected["top1"], abs=1e-3), method
+        assert got["mean_per_class_recall"] == pytest.approx(expected["mean_per_class_recall"], abs=1e-3), method
+
+    # a second run skips every run and encodes nothing
+    counter.calls = counter.rows = 0
+    again = quiet_run(config_path, out)
+    assert len(again.skipped) == len(METHODS) and not again.ran and counter.calls == 0
+    assert [json.loads(f.read_text())["created"] for f in files] == [r["created"] for r in records]
+
+    # --force runs them again, from the cached features
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    time.sleep(0.01)
+    forced = quiet_run(config_path, out, force=True)
+    assert len(forced.ran) == len(METHODS) and counter.calls == 0
+    assert all(f.stat().st_mtime_ns > m for f, m in zip(files, mtimes))
+    assert {json.loads(f.read_text())["feature_source"] for f in files} == {"cached"}
+    assert [json.loads(f.read_text())["top1"] for f in files] == [r["top1"] for r in records]
+
+    # adding a views value encodes only that set; runs that it cannot change are not repeated
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["settings"]["views"] = [4, 2]
+    write_config(config_path, **cfg)
+    counter.calls = counter.rows = 0
+    more = quiet_run(config_path, out)
+    assert sorted(more.ran) == sorted(f"tiny/cal4/{m} views=2 M={0 if m == 'awt-image' else 4} seed=0"
+                                      for m in ("awt", "awt-uniform", "awt-image"))
+    assert counter.rows == 12 * 3
+    assert len(list(csv.DictReader(open(out / "summary.csv")))) == len(METHODS) + 3
+
+
+def test_interrupted_encoding_resumes(sweep, monkeypatch, tiny_backbone, tmp_path):
+    config_path, out = sweep
+    # batches of 2 images, a part saved after each; Ctrl-C during the third batch
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["settings"].update(batch_size=2, shard_batches=1)
+    write_config(config_path, **cfg)
+
+    def interrupt(counter, pixels):
+        if counter.calls == 3:
+            raise KeyboardInterrupt
+
+    counter = EncodeCounter(monkeypatch, fail=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        quiet_run(config_path, out)
+    parts = list((out / "cache" / "features").glob("*.parts/part-*.pt"))
+    assert len(parts) == 2 and counter.images(4) == 4
+    assert not list((out / "runs").rglob("*.json")) if (out / "runs").exists() else True
+
+    counter.fail = None
+    counter.calls = counter.rows = 0
+    result = quiet_run(config_path, out)
+    assert counter.images(4) == 12 - 4                       # only the rest
+    records = [json.loads(f.read_text()) for f in (out / "runs").rglob("*.json")]
+    assert len(records) == len(METHODS)
+    assert sorted(r["feature_source"] for r in records) == sorted(["resumed"] + ["reused"] * (len(METHODS) - 1))
+    assert not list((out / "cache" / "features").glob("*.parts"))
+    assert len(result.ran) == len(METHODS)
+
+    # the resumed set equals one encoded in one go
+    resumed = torch.load(records[0]["features"]["file"], weights_only=True)["features"]
+    ds = read_labels_csv(Path(load_config(config_path).datasets[0].path))
+    fresh = compute_features(tiny_backbone, ds.paths, views=4, seed=0, cache_dir=tmp_path / "fresh", batch_size=5,
+                             workers=0, progress=False)
+    assert torch.equal(resumed, fresh.features)
+
+
+def test_out_of_memory_halves_the_batch(caltech_dir, tmp_path, tiny_backbone, monkeypatch):
+    paths = read_labels_csv(write_small_csv(caltech_dir, tmp_path / "d", per_class=3, classes=(0, 1))).paths
+    views = 2
+
+    def oom_above_two_images(counter, pixels):
+        if pixels.shape[0] > 2 * (views + 1):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    counter = EncodeCounter(monkeypatch, fail=oom_above_two_images)
+    notes = []
+    fs = compute_features(tiny_backbone, paths, views=views, seed=0, cache_dir=tmp_path / "c", batch_size=8,
+                          workers=0, progress=False, log=notes.append)
+    assert fs.batch_size == 2 and len(fs) == 6 and bool(fs.valid.all())
+    assert [n.split("batch size ")[-1] for n in notes] == ["4", "2"]
+    assert set(counter.batches) == {2 * (views + 1)}        # every successful batch: 2 images
+    reference = compute_features(tiny_backbone, paths, views=views, seed=0, cache_dir=tmp_path / "ref",
+                                 batch_size=8, workers=0, progress=False)
+    assert torch.equal(fs.features, reference.features)
+
+    # a single image that does not fit is a user-facing error, not an endless loop
+    counter.fail = lambda c, p: (_ for _ in ()).throw(RuntimeError("CUDA error: out of memory"))
+    with pytest.raises(AWTError, match="out of memory encoding a single image"):
+        compute_features(tiny_backbone, paths, views=views, seed=0, cache_dir=tmp_path / "c2", batch_size=4,
+                         workers=0, progress=False, log=notes.append)
+
+
+def test_duplicate_class_names_and_unreadable_images(caltech_dir, shared_dir, tmp_path, tiny_model_name):
+    # label 3 (accordion images) is also called 'face': two classes, one name
+    data = write_small_csv(caltech_dir, tmp_path / "dup", per_class=2, rename={3: "face"})
+    with open(data, "a", newline="") as f:
+        csv.writer(f).writerow([str(tmp_path / "missing.jpg"), 1, "leopard"])
+    cfg = write_config(tmp_path / "dup.yaml", methods=["clip", "awt"],
+                       settings={"views": 2, "descriptions_per_class": 2, "workers": 0, "device": "cpu"},
+                       backbones=[{"name": "tiny", "model": tiny_model_name}],
+                       datasets=[{"name": "dup", "path": str(data.parent),
+                                  "descriptions": str(shared_dir / "descriptions" / "awt" / "caltech101.json")}])
+    result = quiet_run(cfg, tmp_path / "out")
+    assert [r["classes"] for r in result.records] == [4, 4]
+    assert [(r["images"], r["unreadable"]) for r in result.records] == [(8, 1), (8, 1)]
+    assert "missing.jpg" in next(iter(result.records[0]["dataset_info"]["unreadable"].values()))
+    assert read_labels_csv(data).classnames == ["face", "leopard", "motorbike", "face"]
+
+
+def test_inline_model_and_cuda_free_defaults(caltech_dir, shared_dir, tmp_path):
+    data = write_small_csv(caltech_dir, tmp_path / "d", per_class=1, classes=(0, 1))
+    cfg = write_config(tmp_path / "inline.yaml", methods=["clip"],
+                       settings={"views": 0, "workers": 0},
+                       backbones=[{"name": "inline", "model_cfg": {
+                           "embed_dim": 32,
+                           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+                           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 1, "layers": 1}}}],
+                       datasets=[{"path": str(data)}])                 # a labels.csv file; no descriptions
+    result = quiet_run(cfg, tmp_path / "out")
+    (record,) = result.records
+    assert record["backbone"] == "inline" and record["pretrained"] == "none" and record["images"] == 2
+    assert record["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert list((tmp_path / "out" / "cache" / "models").glob("inline-*/open_clip_config.json"))
+
+
+@pytest.mark.skipif(not SMOKE.is_file(), reason="benchmarks/configs/smoke.yaml not found")
+def test_smoke_config_end_to_end(caltech_dir, tmp_path, monkeypatch):
+    counter = EncodeCounter(monkeypatch)
+    cfg = load_config(SMOKE)
+    views = cfg.settings.views[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_bench(cfg, tmp_path / "smoke", progress=False, log=lambda m: None)
+    rows = list(csv.DictReader(open(tmp_path / "smoke" / "summary.csv")))
+    assert sorted(r["method"] for r in rows) == sorted(METHODS)
+    assert all(r["images"] == "50" and 0 <= float(r["top1"]) <= float(r["top5"]) <= 100 for r in rows)
+    assert counter.images(views) == 50                       # once, not once per method
+    assert len(list((tmp_path / "smoke" / "runs").rglob("*.json"))) == len(METHODS)
+    assert len(result.ran) == len(METHODS)
