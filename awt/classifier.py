@@ -129,15 +129,27 @@ class AWTClassifier:
         views = self.views if views is None else views
         dataset = ViewDataset(images, bb.preprocess, views, self.seed, 4 * max(bb.image_size))
         if num_workers is None:
-            num_workers = 0 if len(dataset) <= batch_size else min(8, max(1, (os.cpu_count() or 2) - 1))
+            num_workers = 0 if len(dataset) <= batch_size else min(12, max(1, (os.cpu_count() or 2) - 1))
+        # Workers hand over small batches, regrouped here: the first full batch is ready sooner.
+        loader_batch = max(1, batch_size // 4) if num_workers > 1 else batch_size
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples,
+            dataset, batch_size=loader_batch, shuffle=False, num_workers=num_workers, collate_fn=collate_samples,
             persistent_workers=False, prefetch_factor=4 if num_workers else None,
         )
         pin = bb.device.type == "cuda"
 
-        def host_batches():  # decoding is in the workers; this packing runs in a thread beside the device work
+        def regrouped():
+            pending: list = []
             for samples in loader:
+                pending.extend(samples)
+                if len(pending) >= batch_size:
+                    yield pending[:batch_size]
+                    pending = pending[batch_size:]
+            if pending:
+                yield pending
+
+        def host_batches():  # decoding is in the workers; this packing runs in a thread beside the device work
+            for samples in regrouped():
                 good = [s for s in samples if s.error is None]
                 errors = [(s.index, s.error) for s in samples if s.error is not None]
                 view0 = torch.stack([s.view0 for s in good]) if good else None
@@ -153,7 +165,7 @@ class AWTClassifier:
                 continue
             pixels = view0.to(bb.device, non_blocking=True).unsqueeze(1)
             if packed is not None:
-                crops = cut_views(packed, bb.image_size, bb.mean, bb.std, bb.device)
+                crops = cut_views(packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
                 pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
             n, v = pixels.shape[:2]
             features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)

@@ -114,13 +114,14 @@ def naive_pipeline(backbone, text: torch.Tensor, files: list[str], views: int) -
 
 
 def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, batch: int) -> tuple[float, float]:
-    """Peak RSS (MiB) of a fresh process holding ``classes`` x ``prompts`` text features, before and
-    after scoring ``batch`` images against them on the CPU (the classifier's real situation)."""
+    """Peak RSS (MiB, the child's own VmHWM) of a fresh process holding ``classes`` x ``prompts`` text
+    features, before and after scoring ``batch`` images against them on the CPU (the classifier's case).
+    ``ru_maxrss`` is not used: a child started by fork + exec can inherit the parent's peak."""
     code = (
-        "import sys, resource, torch; sys.path.insert(0, %r); from throughput import *; "
+        "import sys, torch; sys.path.insert(0, %r); from throughput import *; "
+        "hwm = lambda: [int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
         "txt = random_text_features(%d, %d, %d, torch.device('cpu')); img = random_image_features(%d, %d, %d, txt); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); awt_scores_from_features(img, txt, 100.0); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "print(hwm()); awt_scores_from_features(img, txt, 100.0); print(hwm())"
     ) % (str(Path(__file__).parent), classes, prompts, dim, batch, views, dim)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = (float(x) for x in out.stdout.strip().splitlines()[-2:])
