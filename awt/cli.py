@@ -68,7 +68,7 @@ def classify(
     from .backbone import create_backbone
     from .classifier import METHODS, AWTClassifier
     from .images import find_images
-    from .prompts import read_class_file, warn_duplicates
+    from .classes import read_class_file, warn_duplicates
 
     if method not in METHODS:
         raise AWTError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

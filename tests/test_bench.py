@@ -465,7 +465,10 @@ def test_interrupted_encoding_resumes(sweep, monkeypatch, tiny_backbone, tmp_pat
     ds = read_labels_csv(Path(load_config(config_path).datasets[0].path))
     fresh = compute_features(tiny_backbone, ds.paths, views=4, seed=0, cache_dir=tmp_path / "fresh", batch_size=5,
                              workers=0, progress=False)
-    assert torch.equal(resumed, fresh.features)
+    # Equal up to float rounding: views of one image are cut from a batch canvas whose padding
+    # (edge-replicated) depends on the batch, which can move a bilinear sample by an ulp.
+    assert resumed.dtype == fresh.features.dtype == torch.float16
+    assert torch.allclose(resumed.float(), fresh.features.float(), atol=2e-3, rtol=0)
 
 
 def test_out_of_memory_halves_the_batch(caltech_dir, tmp_path, tiny_backbone, monkeypatch):

@@ -282,7 +282,7 @@ def test_questions_file_line_without_placeholder(server: FakeOpenAI, files: dict
 def test_empty_classes_file(server: FakeOpenAI, files: dict[str, Path]) -> None:
     files["classes"].write_text("# nothing\n\n", encoding="utf-8")
     result = invoke(server, files)
-    assert isinstance(result.exception, AWTError) and "lists no classes" in str(result.exception)
+    assert isinstance(result.exception, AWTError) and "class file has no class names" in str(result.exception)
 
 
 def test_duplicate_class_names_stay_distinct(server: FakeOpenAI, files: dict[str, Path]) -> None:

@@ -11,6 +11,7 @@ import yaml
 
 import awt
 from awt.describe.clean import check_question
+from awt.classes import read_class_file
 from awt.errors import AWTError
 
 DEFAULT_PROMPTS = Path(awt.__file__).resolve().parent.parent / "descriptions" / "prompts.yaml"
@@ -37,11 +38,8 @@ def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
 
 
 def read_classes(path: Path) -> list[str]:
-    """Class names, one per line; blank lines and '#' comments ignored."""
-    names = [line for _, line in read_lines(path, "classes")]
-    if not names:
-        raise AWTError(f"classes file {path} lists no classes (one name per line)")
-    return names
+    """Class names, one per line; blank lines and '#' comments ignored (the classifier's reader)."""
+    return read_class_file(path)
 
 
 def read_questions(path: Path) -> list[str]:
