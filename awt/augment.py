@@ -83,8 +83,10 @@ def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], fl
         boxes: per image (n, 4) pixel boxes; flips: per image (n,) bool.
     """
     batch, n = len(images), int(boxes[0].shape[0])
-    max_h = max(int(im.shape[1]) for im in images)
-    max_w = max(int(im.shape[2]) for im in images)
+    # Rounded up so that pinned buffers of earlier batches can be reused (a fresh pinned
+    # allocation can stall the device).
+    max_h = -(-max(int(im.shape[1]) for im in images) // 64) * 64
+    max_w = -(-max(int(im.shape[2]) for im in images) // 64) * 64
     canvas = torch.empty(batch, 3, max_h, max_w, dtype=torch.uint8, pin_memory=pin)
     for i, im in enumerate(images):  # a copy per image; the crops themselves are one batched op
         h, w = int(im.shape[1]), int(im.shape[2])
