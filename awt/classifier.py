@@ -8,10 +8,10 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 
-from .augment import cut_views, pack_views
+from .augment import cut_views
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
-from .images import ImageInput, ViewDataset, collate_samples, prefetch
+from .images import HostBatch, ImageInput, ViewDataset, collate_views, prefetch
 from .prompts import DEFAULT_TEMPLATE, build_prompts, default_cache_dir, encode_prompts
 from .scoring import AWTConfig, awt_scores_from_features, clip_scores, ensemble_scores
 
@@ -130,43 +130,42 @@ class AWTClassifier:
         dataset = ViewDataset(images, bb.preprocess, views, self.seed, 4 * max(bb.image_size))
         if num_workers is None:
             num_workers = 0 if len(dataset) <= batch_size else min(12, max(1, (os.cpu_count() or 2) - 1))
-        # Workers hand over small batches, regrouped here: the first full batch is ready sooner.
+        # Workers hand over small packed batches (a worker decodes and packs a quarter batch),
+        # regrouped here: the first full batch is ready sooner, and packing runs in parallel.
         loader_batch = max(1, batch_size // 4) if num_workers > 1 else batch_size
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=loader_batch, shuffle=False, num_workers=num_workers, collate_fn=collate_samples,
-            persistent_workers=False, prefetch_factor=4 if num_workers else None,
+            dataset, batch_size=loader_batch, shuffle=False, num_workers=num_workers, collate_fn=collate_views,
+            pin_memory=bb.device.type == "cuda", persistent_workers=False, prefetch_factor=4 if num_workers else None,
         )
-        pin = bb.device.type == "cuda"
 
-        def regrouped():
-            pending: list = []
-            for samples in loader:
-                pending.extend(samples)
-                if len(pending) >= batch_size:
-                    yield pending[:batch_size]
-                    pending = pending[batch_size:]
-            if pending:
-                yield pending
+        def regrouped() -> Iterator[list[HostBatch]]:
+            group: list[HostBatch] = []
+            size = 0
+            for host in loader:
+                group.append(host)
+                size += len(host.indices) + len(host.errors)
+                if size >= batch_size:
+                    yield group
+                    group, size = [], 0
+            if group:
+                yield group
 
-        def host_batches():  # decoding is in the workers; this packing runs in a thread beside the device work
-            for samples in regrouped():
-                good = [s for s in samples if s.error is None]
-                errors = [(s.index, s.error) for s in samples if s.error is not None]
-                view0 = torch.stack([s.view0 for s in good]) if good else None
-                if pin and view0 is not None:
-                    view0 = view0.pin_memory()
-                packed = pack_views([s.pixels for s in good], [s.boxes for s in good], [s.flips for s in good], pin) \
-                    if good and views else None
-                yield [s.index for s in good], errors, view0, packed
-
-        for indices, errors, view0, packed in prefetch(host_batches(), depth=2):
+        for group in prefetch(regrouped(), depth=2):
+            indices = [i for host in group for i in host.indices]
+            errors = [e for host in group for e in host.errors]
             if not indices:
                 yield FeatureBatch([], torch.empty(0, views + 1, 0), errors)
                 continue
-            pixels = view0.to(bb.device, non_blocking=True).unsqueeze(1)
-            if packed is not None:
-                crops = cut_views(packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
-                pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
+            parts = []
+            for host in group:
+                if not host.indices:
+                    continue
+                pixels = host.view0.to(bb.device, non_blocking=True).unsqueeze(1)
+                if host.packed is not None:
+                    crops = cut_views(host.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
+                    pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
+                parts.append(pixels)
+            pixels = torch.cat(parts) if len(parts) > 1 else parts[0]
             n, v = pixels.shape[:2]
             features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)
             yield FeatureBatch(indices, features, errors)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .augment import image_seed, sample_views
+from .augment import PackedViews, image_seed, pack_views, sample_views
 from .errors import AWTError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -117,8 +117,30 @@ class ViewDataset(torch.utils.data.Dataset):
         return ImageSample(index=index, view0=view0, pixels=pixels, boxes=torch.from_numpy(boxes), flips=torch.from_numpy(flips))
 
 
-def collate_samples(samples: list[ImageSample]) -> list[ImageSample]:
-    return samples
+@dataclass
+class HostBatch:
+    """A loader batch as it leaves the worker: a few tensors rather than a few per image."""
+
+    indices: list[int]                  # positions of the readable images
+    errors: list[tuple[int, str]]       # (position, reason) of the unreadable ones
+    view0: torch.Tensor | None          # (images, 3, height, width) normalised
+    packed: PackedViews | None          # their random views' canvas and boxes
+
+    def pin_memory(self) -> "HostBatch":  # called by the DataLoader's pinning thread
+        self.view0 = None if self.view0 is None else self.view0.pin_memory()
+        if self.packed is not None:
+            self.packed.canvas = self.packed.canvas.pin_memory()
+        return self
+
+
+def collate_views(samples: list[ImageSample]) -> HostBatch:
+    """Stack view 0 and pack the random views' sources in the worker, off the main process."""
+    good = [s for s in samples if s.error is None]
+    view0 = torch.stack([s.view0 for s in good]) if good else None
+    packed = None
+    if good and good[0].pixels is not None:
+        packed = pack_views([s.pixels for s in good], [s.boxes for s in good], [s.flips for s in good])
+    return HostBatch([s.index for s in good], [(s.index, s.error) for s in samples if s.error is not None], view0, packed)
 
 
 _DONE = object()
