@@ -67,15 +67,14 @@ def sample_views(height: int, width: int, n: int, seed: np.random.SeedSequence) 
 class PackedViews:
     """The host side of a batch's random views, ready to go to the device in one copy."""
 
-    canvas: torch.Tensor   # (batch, 3, H_max, W_max) uint8, each image edge-padded; pinned for CUDA
+    canvas: torch.Tensor   # (batch, 3, H_max, W_max) uint8, each image edge-padded (the loader pins it for CUDA)
     rois: torch.Tensor     # (batch * n, 5) float32: image index, x0, y0, x1, y1
     flips: torch.Tensor    # (batch * n,) bool
     batch: int
     n: int
 
 
-def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], flips: Sequence[torch.Tensor],
-               pin: bool = False) -> PackedViews:
+def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], flips: Sequence[torch.Tensor]) -> PackedViews:
     """Gather a batch's images into one canvas with their crop boxes (host work, off the device's path).
 
     Args:
@@ -87,7 +86,7 @@ def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], fl
     # allocation can stall the device).
     max_h = -(-max(int(im.shape[1]) for im in images) // 64) * 64
     max_w = -(-max(int(im.shape[2]) for im in images) // 64) * 64
-    canvas = torch.empty(batch, 3, max_h, max_w, dtype=torch.uint8, pin_memory=pin)
+    canvas = torch.empty(batch, 3, max_h, max_w, dtype=torch.uint8)
     for i, im in enumerate(images):  # a copy per image; the crops themselves are one batched op
         h, w = int(im.shape[1]), int(im.shape[2])
         canvas[i, :, :h, :w] = im
