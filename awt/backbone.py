@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AWTError
+from .images import ViewLoader
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,21 @@ class Backbone:
     logit_scale: float              # the multiplier s = exp(model.logit_scale)
     logit_bias: float | None
     fingerprint: str                # identifies the weights; keys the embedding caches
+    _view_loaders: dict = field(default_factory=dict, repr=False, compare=False)
 
     def _autocast(self):
         if self.precision in ("amp", "amp_bf16"):
             dtype = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
             return torch.autocast(self.device.type, dtype=dtype)
         return torch.autocast(self.device.type, enabled=False)
+
+    def view_loader(self, num_workers: int) -> ViewLoader:
+        """This backbone's image loader with ``num_workers`` worker processes, started on first use
+        and kept: every classifier and benchmark run on this backbone shares it."""
+        if num_workers not in self._view_loaders:
+            self._view_loaders[num_workers] = ViewLoader(
+                self.preprocess, 4 * max(self.image_size), num_workers, pin_memory=self.device.type == "cuda")
+        return self._view_loaders[num_workers]
 
     @property
     def input_dtype(self) -> torch.dtype:

@@ -11,7 +11,7 @@ import torch
 from .augment import cut_views
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
-from .images import HostBatch, ImageInput, ViewDataset, collate_views, prefetch
+from .images import ImageInput
 from .prompts import DEFAULT_TEMPLATE, build_prompts, default_cache_dir, encode_prompts
 from .scoring import AWTConfig, awt_scores_from_features, clip_scores, ensemble_scores
 
@@ -42,6 +42,12 @@ class FeatureBatch:
     indices: list[int]                  # positions in the input sequence
     features: torch.Tensor              # (images, views, dim), L2-normalised
     errors: list[tuple[int, str]]       # (position, reason) of unreadable inputs
+
+
+def default_workers(images: int, batch_size: int) -> int:
+    """Loader worker processes for ``images`` images: none for a single batch, else one per spare
+    core up to 12."""
+    return 0 if images <= batch_size else min(12, max(1, (os.cpu_count() or 2) - 1))
 
 
 def _describe_input(item: ImageInput) -> str:
@@ -123,52 +129,27 @@ class AWTClassifier:
     ) -> Iterator[FeatureBatch]:
         """Encode all views of ``images``, batch by batch, decoding in worker processes meanwhile.
 
-        ``views`` overrides the number of random views (0: view 0 only, for the baselines).
+        ``views`` overrides the number of random views (0: view 0 only, for the baselines). With
+        workers, each decodes and packs a quarter batch, and quarters are encoded as they come (an
+        encoder's throughput hardly depends on the batch size, and the device starts sooner); the
+        first ones are smaller still (1, 2, 4, ... images).
         """
         bb = self.backbone
         views = self.views if views is None else views
-        dataset = ViewDataset(images, bb.preprocess, views, self.seed, 4 * max(bb.image_size))
         if num_workers is None:
-            num_workers = 0 if len(dataset) <= batch_size else min(12, max(1, (os.cpu_count() or 2) - 1))
-        # Workers hand over small packed batches (a worker decodes and packs a quarter batch),
-        # regrouped here: the first full batch is ready sooner, and packing runs in parallel.
-        loader_batch = max(1, batch_size // 4) if num_workers > 1 else batch_size
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=loader_batch, shuffle=False, num_workers=num_workers, collate_fn=collate_views,
-            pin_memory=bb.device.type == "cuda", persistent_workers=False, prefetch_factor=4 if num_workers else None,
-        )
-
-        def regrouped() -> Iterator[list[HostBatch]]:
-            group: list[HostBatch] = []
-            size = 0
-            for host in loader:
-                group.append(host)
-                size += len(host.indices) + len(host.errors)
-                if size >= batch_size:
-                    yield group
-                    group, size = [], 0
-            if group:
-                yield group
-
-        for group in prefetch(regrouped(), depth=2):
-            indices = [i for host in group for i in host.indices]
-            errors = [e for host in group for e in host.errors]
-            if not indices:
-                yield FeatureBatch([], torch.empty(0, views + 1, 0), errors)
+            num_workers = default_workers(len(images), batch_size)
+        loader_batch = max(1, batch_size // 4) if num_workers > 0 else batch_size
+        for host in bb.view_loader(num_workers)(images, views, self.seed, loader_batch):
+            if not host.indices:
+                yield FeatureBatch([], torch.empty(0, views + 1, 0), host.errors)
                 continue
-            parts = []
-            for host in group:
-                if not host.indices:
-                    continue
-                pixels = host.view0.to(bb.device, non_blocking=True).unsqueeze(1)
-                if host.packed is not None:
-                    crops = cut_views(host.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
-                    pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
-                parts.append(pixels)
-            pixels = torch.cat(parts) if len(parts) > 1 else parts[0]
+            pixels = host.view0.to(bb.device, non_blocking=True).unsqueeze(1)
+            if host.packed is not None:
+                crops = cut_views(host.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
+                pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
             n, v = pixels.shape[:2]
             features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)
-            yield FeatureBatch(indices, features, errors)
+            yield FeatureBatch(host.indices, features, host.errors)
 
     # -- scores -----------------------------------------------------------------------------------
 
@@ -207,10 +188,22 @@ class AWTClassifier:
             raise AWTError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         results = [ImageResult(_describe_input(x)) for x in images]
         views = 0 if method in VIEW0_METHODS else None
+        pending: list[FeatureBatch] = []
+
+        def score() -> None:  # whole batches at once: the scorer's cost per image falls with the batch
+            indices = [i for fb in pending for i in fb.indices]
+            features = torch.cat([fb.features for fb in pending])
+            for index, preds in zip(indices, self.predict(features, top_k, method)):
+                results[index].predictions = preds
+            pending.clear()
+
         for batch in self.iter_image_features(images, batch_size, num_workers, views):
             for index, reason in batch.errors:
                 results[index].error = reason
             if batch.indices:
-                for index, preds in zip(batch.indices, self.predict(batch.features, top_k, method)):
-                    results[index].predictions = preds
+                pending.append(batch)
+                if sum(len(fb.indices) for fb in pending) >= batch_size:
+                    score()
+        if pending:
+            score()
         return results

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,7 +17,6 @@ from .errors import AWTError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 ImageInput = Union[str, os.PathLike, Image.Image]
-T = TypeVar("T")
 
 
 class ImageError(AWTError):
@@ -89,32 +86,101 @@ class ImageSample:
     error: str | None = None
 
 
-class ViewDataset(torch.utils.data.Dataset):
-    """Decodes each image once and prepares its views: map-style, safe for worker processes."""
+class ViewSource(torch.utils.data.Dataset):
+    """Decodes an image once and prepares its views, in a loader worker.
 
-    def __init__(self, items: Sequence[ImageInput], preprocess: Callable, n_random: int, seed: int, max_short_side: int):
-        self.items = list(items)
+    Indexed by keys ``(position, item, random views, seed)``: the items travel with the indices,
+    so one set of worker processes serves any number of image lists.
+    """
+
+    def __init__(self, preprocess: Callable, max_short_side: int):
         self.preprocess = preprocess
-        self.n_random = n_random
-        self.seed = seed
         self.max_short_side = max_short_side
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> ImageSample:
+    def __getitem__(self, key: tuple[int, ImageInput, int, int]) -> ImageSample:
+        index, item, n_random, seed = key
         try:
-            image = load_image(self.items[index])
+            image = load_image(item)
         except ImageError as e:
             return ImageSample(index=index, error=str(e))
         view0 = self.preprocess(image)
-        if self.n_random == 0:
+        if n_random == 0:
             return ImageSample(index=index, view0=view0)
         image = cap_size(image, self.max_short_side)
         array = np.asarray(image)
-        boxes, flips = sample_views(array.shape[0], array.shape[1], self.n_random, image_seed(array, self.seed))
+        boxes, flips = sample_views(array.shape[0], array.shape[1], n_random, image_seed(array, seed))
         pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
         return ImageSample(index=index, view0=view0, pixels=pixels, boxes=torch.from_numpy(boxes), flips=torch.from_numpy(flips))
+
+
+class _Requests(torch.utils.data.Sampler):
+    """The batches of keys of the current call (a batch sampler that is refilled per call)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple]] = []
+
+    def __iter__(self) -> Iterator[list[tuple]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def batch_sizes(total: int, batch_size: int, ramp: bool) -> list[int]:
+    """Batch sizes for ``total`` images: ``batch_size`` each, after 1, 2, 4, ... when ``ramp``
+    (parallel workers then hand over the first images within one image's decoding time)."""
+    sizes, done, size = [], 0, 1 if ramp else batch_size
+    while done < total:
+        sizes.append(min(size, batch_size, total - done))
+        done += sizes[-1]
+        size *= 2
+    return sizes
+
+
+class ViewLoader:
+    """Loader workers that decode images and pack their views, started once and kept.
+
+    A DataLoader with persistent workers over a :class:`ViewSource`, its batch sampler refilled
+    for each call: on a GPU the workers' start-up is the largest fixed cost of a call, and a
+    classifier or a benchmark sweep pays it once. Batches ramp up in size (see :func:`batch_sizes`).
+    """
+
+    def __init__(self, preprocess: Callable, max_short_side: int, num_workers: int, pin_memory: bool,
+                 persistent: bool = True):
+        self.num_workers = num_workers
+        self._requests = _Requests()
+        self._busy = False
+        self._args = (preprocess, max_short_side, num_workers, pin_memory)
+        self._persistent = persistent and num_workers > 0
+        self._loader = self._start()
+
+    def _start(self) -> torch.utils.data.DataLoader:
+        preprocess, max_short_side, num_workers, pin_memory = self._args
+        return torch.utils.data.DataLoader(
+            ViewSource(preprocess, max_short_side), batch_sampler=self._requests, num_workers=num_workers,
+            collate_fn=collate_views, pin_memory=pin_memory, persistent_workers=self._persistent,
+            prefetch_factor=4 if num_workers else None,
+        )
+
+    def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int) -> Iterator["HostBatch"]:
+        """Host batches of ``items`` in order: (indices, errors, view 0, packed random views)."""
+        if self._busy:  # a call still open (an unfinished generator): serve this one apart
+            yield from ViewLoader(*self._args, persistent=False)(items, n_random, seed, batch_size)
+            return
+        keys = [(i, item, n_random, seed) for i, item in enumerate(items)]
+        start, batches = 0, []
+        for size in batch_sizes(len(keys), max(1, batch_size), ramp=self.num_workers > 0):
+            batches.append(keys[start : start + size])
+            start += size
+        self._busy = True
+        try:
+            self._requests.batches = batches
+            yield from self._loader
+        except Exception:
+            self._loader = self._start()  # a worker may have died: the next call starts afresh
+            raise
+        finally:
+            self._busy = False
 
 
 @dataclass
@@ -141,43 +207,3 @@ def collate_views(samples: list[ImageSample]) -> HostBatch:
     if good and good[0].pixels is not None:
         packed = pack_views([s.pixels for s in good], [s.boxes for s in good], [s.flips for s in good])
     return HostBatch([s.index for s in good], [(s.index, s.error) for s in samples if s.error is not None], view0, packed)
-
-
-_DONE = object()
-
-
-def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Run ``iterable`` in a background thread, ``depth`` items ahead; its exceptions re-raise here.
-
-    Host-side batch preparation then overlaps with device work (torch releases the GIL in copies).
-    """
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in iterable:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            items.put(_DONE)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            items.put(e)
-
-    thread = threading.Thread(target=produce, name="awt-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()

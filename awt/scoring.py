@@ -7,6 +7,7 @@ shifts every class equally, so it is left out of the transport (and of the score
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,9 +29,10 @@ class AWTConfig:
     uniform_weights: bool = False  # the 'awt-uniform' ablation: no entropy weighting
 
 
-# Elements of the (images, classes, views, prompts) kernel held at once, and of one temporary block.
+# Elements of the (images, classes, views, prompts) kernel held at once, and of one temporary
+# block: cache-sized on the CPU; on a GPU larger, as each block costs a few kernel launches.
 _KERNEL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}
-_BLOCK_ELEMENTS = 1 << 23
+_BLOCK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 25}
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -41,10 +43,11 @@ def _image_chunk(views: int, prompts: int, classes: int, device: torch.device) -
     return max(1, _KERNEL_ELEMENTS.get(device.type, 1 << 26) // (classes * views * prompts))
 
 
-def _class_chunk(images: int, views: int, prompts: int, classes: int, class_chunk: int | None) -> int:
+def _class_chunk(images: int, views: int, prompts: int, classes: int, class_chunk: int | None,
+                 device: torch.device) -> int:
     if class_chunk is not None:
         return max(1, min(int(class_chunk), classes))
-    return max(1, min(classes, _BLOCK_ELEMENTS // (images * views * prompts)))
+    return max(1, min(classes, _BLOCK_ELEMENTS.get(device.type, 1 << 23) // (images * views * prompts)))
 
 
 def awt_marginals(
@@ -89,14 +92,15 @@ def transport_scores(
     u, v, _ = sinkhorn(
         kernel, a.unsqueeze(1).expand(batch, classes, views), b.transpose(1, 2), max_iter=config.max_iter, tol=config.tol
     )
+    # s * cos = s * (1 + eps * log K), so the score is s * (sum T + eps * sum u K log(K) v): the
+    # logits are recovered from the kernel and no second (batch, classes, views, prompts) tensor
+    # is kept alive. After the last column update, sum T = sum b exactly.
+    mass = b.sum(1)                                                            # (batch, classes)
     scores = kernel.new_empty(batch, classes)
-    for cls in _chunks(classes, _class_chunk(batch, views, prompts, classes, class_chunk)):
+    for cls in _chunks(classes, _class_chunk(batch, views, prompts, classes, class_chunk, kernel.device)):
         k = kernel[:, cls]
-        # The logit is recovered from the kernel, s * cos = s * (1 + eps * log K), so no second
-        # (batch, classes, views, prompts) tensor is kept alive during the iterations.
-        kz = k.log().mul_(config.epsilon).add_(1.0).mul_(k)
-        row = torch.matmul(kz, v[:, cls].unsqueeze(-1)).squeeze(-1)          # (batch, chunk, views)
-        scores[:, cls] = (u[:, cls] * row).sum(-1) * logit_scale
+        row = torch.matmul(k.log().mul_(k), v[:, cls].unsqueeze(-1)).squeeze(-1)  # (batch, chunk, views)
+        scores[:, cls] = (mass[:, cls] + config.epsilon * (u[:, cls] * row).sum(-1)) * logit_scale
     return scores
 
 
@@ -137,8 +141,8 @@ def awt_scores(
             # One 2-D transpose per image: torch copies those in cache-friendly tiles, many times
             # faster than a 4-D permute (the largest cost of this function otherwise).
             kernel[i].view(classes, views * prompts).copy_(logits[image].reshape(views * prompts, classes).T)
-        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk)):
-            kernel[:, cls].div_(s).sub_(1.0).div_(config.epsilon).exp_()
+        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk, logits.device)):
+            kernel[:, cls].mul_(1.0 / (s * config.epsilon)).sub_(1.0 / config.epsilon).exp_()
         scores[imgs] = transport_scores(kernel, s, a[imgs], b[imgs], config, class_chunk)
     return scores
 
@@ -167,23 +171,42 @@ def awt_scores_from_features(
     batch, views, dim = img.shape
     classes, prompts, _ = txt.shape
     # The prompt average of the logits is the logit against the (unnormalised) mean prompt.
-    mean_logits = s * img @ mean_prompt(txt, prompt_mask).T                 # (batch, views, classes)
-    view0 = (s * img[:, 0] @ txt.reshape(-1, dim).T).view(batch, classes, prompts).transpose(1, 2)
+    mean_logits = s * _gemm(img.reshape(-1, dim), mean_prompt(txt, prompt_mask).T).view(batch, views, classes)
+    view0 = (s * _gemm(img[:, 0], txt.reshape(-1, dim).T)).view(batch, classes, prompts).transpose(1, 2)
     if prompt_mask is not None:
         prompt_mask = prompt_mask.to(img.device)
     a, b = awt_marginals(mean_logits, view0, config, prompt_mask)
     scores = img.new_empty(batch, classes)
     for imgs in _chunks(batch, _image_chunk(views, prompts, classes, img.device)):
         n = imgs.stop - imgs.start
-        flat = img[imgs].reshape(n * views, dim)
+        flat = img[imgs].reshape(n * views, dim) / config.epsilon
         kernel = img.new_empty(n, classes, views, prompts)
-        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk)):
-            cos = (flat @ txt[cls].reshape(-1, dim).T).view(n, views, -1, prompts)  # (n, views, chunk, prompts)
+        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk, img.device)):
+            scaled = _gemm(flat, txt[cls].reshape(-1, dim).T)                      # cos / eps, (n * views, chunk * prompts)
             block = kernel[:, cls]
-            block.copy_(cos.transpose(1, 2))
-            block.sub_(1.0).div_(config.epsilon).exp_()
+            block.copy_(scaled.sub_(1.0 / config.epsilon).view(n, views, -1, prompts).transpose(1, 2))
+            block.exp_()  # exp((cos - 1) / eps)
         scores[imgs] = transport_scores(kernel, s, a[imgs], b[imgs], config, class_chunk)
     return scores
+
+
+def _gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` in float32. On CUDA the operands are rounded to float16 (tensor cores, float32
+    accumulation and output): unit vectors lose about 1e-5 of cosine, where float32 GEMMs would
+    cost more than the whole rest of the scorer."""
+    if a.is_cuda and _half_gemm(a.device):
+        return torch.mm(a.half(), b.half(), out_dtype=torch.float32)
+    return a.float() @ b.float()
+
+
+@functools.cache
+def _half_gemm(device: torch.device) -> bool:
+    """Whether this torch has float16 GEMMs with float32 output (``out_dtype``) on ``device``."""
+    one = torch.ones(1, 1, device=device, dtype=torch.float16)
+    try:
+        return torch.mm(one, one, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError):
+        return False
 
 
 def mean_prompt(text_features: torch.Tensor, prompt_mask: torch.Tensor | None = None) -> torch.Tensor:

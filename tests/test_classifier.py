@@ -65,6 +65,39 @@ def test_results_do_not_depend_on_batch_size_order_or_workers(clf, example_files
         assert_allclose([s for _, s in one[key]], [s for _, s in reversed_[key]], atol=2e-3)
 
 
+def test_loader_workers_are_kept_and_survive_abandoned_calls(clf, example_files, tmp_path):
+    ref = _scores(clf.classify(example_files, batch_size=2, num_workers=0))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    inputs = example_files + [str(broken)]
+
+    first = clf.classify(inputs, batch_size=2, num_workers=2)
+    loader = clf.backbone.view_loader(2)
+    pids = sorted(w.pid for w in loader._loader._iterator._workers)
+    assert first[-1].error is not None and "not an image" in first[-1].error
+    # an unfinished call (an open generator) and a call beside it, then a call after it closed
+    stream = clf.iter_image_features(example_files, batch_size=2, num_workers=2)
+    assert len(next(stream).indices) == 1  # batches ramp up: 1 image first
+    beside = clf.classify(example_files[::-1], batch_size=2, num_workers=2)
+    stream.close()
+    after = clf.classify(inputs, batch_size=3, num_workers=2)
+    assert sorted(w.pid for w in loader._loader._iterator._workers) == pids  # the same processes throughout
+    for results in (first[:-1], beside, after[:-1]):
+        got = _scores(results)
+        for key in ref:
+            assert [i for i, _ in got[key]] == [i for i, _ in ref[key]]
+            assert_allclose([x for _, x in got[key]], [x for _, x in ref[key]], atol=2e-3)
+
+
+def test_batch_sizes_ramp_up_then_stay():
+    from awt.images import batch_sizes
+
+    assert batch_sizes(20, 8, ramp=True) == [1, 2, 4, 8, 5]
+    assert batch_sizes(2, 8, ramp=True) == [1, 1]
+    assert batch_sizes(10, 4, ramp=False) == [4, 4, 2]
+    assert batch_sizes(0, 4, ramp=True) == []
+
+
 def test_views_are_reproducible_and_seeded_by_content(clf, example_files):
     image = np.asarray(load_image(example_files[0]))
     b1, f1 = sample_views(*image.shape[:2], 10, image_seed(image, 0))
@@ -84,27 +117,29 @@ def test_views_are_reproducible_and_seeded_by_content(clf, example_files):
     assert [(p.index, round(p.score, 4)) for p in from_pil] == [(p.index, round(p.score, 4)) for p in from_file]
 
 
-def test_batched_crops_equal_per_view_crops(example_files):
-    from torchvision.ops import roi_align
-
-    image = torch.from_numpy(np.asarray(load_image(example_files[1])).copy()).permute(2, 0, 1)
-    small = torch.from_numpy(np.asarray(load_image(example_files[2]).resize((90, 70))).copy()).permute(2, 0, 1)
-    boxes = [torch.tensor([[0, 0, 100, 80], [50, 20, 250, 220.0]]), torch.tensor([[5, 5, 60, 50], [0, 0, 90, 70.0]])]
-    flips = [torch.tensor([False, True]), torch.tensor([True, False])]
+def test_views_equal_pil_random_resized_crops(example_files):
+    # torchvision's RandomResizedCrop on a PIL image is crop + resize(BILINEAR), then the flip:
+    # the batched views match it to within PIL's 8-bit rounding, for up- and downscaling,
+    # and an image packed beside a larger one gives the same views as alone.
+    big = load_image(example_files[1])
+    small = load_image(example_files[2]).resize((90, 70))
+    boxes = [torch.tensor([[0, 0, 100, 80], [50, 20, 250, 220.0], [3, 7, 300, 240]]),
+             torch.tensor([[5, 5, 60, 50], [0, 0, 90, 70.0], [30, 10, 41, 19]])]
+    flips = [torch.tensor([False, True, False]), torch.tensor([True, False, True])]
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    out = crop_views([image, small], boxes, flips, (32, 32), mean, std, torch.device("cpu"))
-    assert out.shape == (2, 2, 3, 32, 32)
-    for i, im in enumerate([image, small]):
-        for j in range(2):
-            box = torch.cat([torch.zeros(1, 1), boxes[i][j : j + 1]], dim=1)
-            ref = roi_align(im[None].float(), box, (32, 32), 1.0, -1, True)[0]
-            ref = ref.flip(-1) if flips[i][j] else ref
-            ref = (ref / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-            assert_allclose(out[i, j].numpy(), ref.numpy(), atol=1e-4)
-    # The full-image box resized is close to a plain antialiased resize of the image.
-    full = torch.nn.functional.interpolate(small[None].float(), (32, 32), mode="bilinear", antialias=True)[0]
-    full = (full / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    assert float((out[1, 1] - full).abs().mean()) < 0.05
+    tensors = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in (big, small)]
+    out = crop_views(tensors, boxes, flips, (32, 32), mean, std, torch.device("cpu"))
+    assert out.shape == (2, 3, 3, 32, 32)
+    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    for i, im in enumerate([big, small]):
+        alone = crop_views(tensors[i : i + 1], boxes[i : i + 1], flips[i : i + 1], (32, 32), mean, std, torch.device("cpu"))
+        assert_allclose(out[i].numpy(), alone[0].numpy(), atol=1e-5)
+        for j in range(3):
+            ref = im.crop(tuple(int(x) for x in boxes[i][j])).resize((32, 32), Image.BILINEAR)
+            ref = ref.transpose(Image.FLIP_LEFT_RIGHT) if flips[i][j] else ref
+            ref = (torch.from_numpy(np.asarray(ref).copy()).permute(2, 0, 1) / 255 - m) / s
+            levels = ((out[i, j] - ref) * s * 255).abs()
+            assert float(levels.max()) <= 1.01 and float(levels.mean()) < 0.5
 
 
 def test_baselines_and_ablations(clf, example_files):

@@ -189,7 +189,7 @@ def compute_features(
                         if batches % max(1, shard_batches) == 0:
                             flush()
                 finally:
-                    stream.close()  # stops its loader workers (and any prefetching) now, also on errors
+                    stream.close()  # ends the call now, also on errors (the loader's workers are kept)
                 flush()
             except Exception as e:
                 if not is_out_of_memory(e):
