@@ -142,6 +142,23 @@ def test_views_equal_pil_random_resized_crops(example_files):
             assert float(levels.max()) <= 1.01 and float(levels.mean()) < 0.5
 
 
+def test_resize_weights_are_banded_normalised_and_flip():
+    from awt.augment import resize_weights
+
+    start, length = torch.tensor([0.0, 10.0, 3.0]), torch.tensor([40.0, 7.0, 60.0])
+    w = resize_weights(start, length, 16, 64, flip=torch.tensor([False, False, True]))
+    assert w.shape == (3, 16, 64)
+    assert_allclose(w.sum(-1).numpy(), 1.0, atol=1e-6)
+    inside = (torch.arange(64)[None] >= start[:, None]) & (torch.arange(64)[None] < (start + length)[:, None])
+    assert float(w.masked_select(~inside[:, None, :].expand_as(w)).abs().max()) == 0.0  # nothing outside the crop
+    assert int((w[0] > 0).sum(-1).max()) <= 2 * 3 + 2                                    # 40 -> 16: support 2.5
+    unflipped = resize_weights(start[2:], length[2:], 16, 64)
+    assert_allclose(w[2].numpy(), unflipped[0].flip(0).numpy(), atol=1e-6)
+    # the float16 weights of the GPU path round the same weights
+    half = resize_weights(start, length, 16, 64, flip=torch.tensor([False, False, True]), dtype=torch.float16)
+    assert half.dtype == torch.float16 and float((half.float() - w).abs().max()) < 1e-3
+
+
 def test_baselines_and_ablations(clf, example_files):
     batch = next(clf.iter_image_features(example_files, batch_size=4, num_workers=0))
     f, t, s = batch.features, clf.text_features, clf.logit_scale
