@@ -136,11 +136,12 @@ _RESAMPLE_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}
 
 
 def cut_views(packed: PackedViews, size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-              device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+              device: torch.device, dtype: torch.dtype = torch.float32, canvas: torch.Tensor | None = None) -> torch.Tensor:
     """Cut, resize, flip and normalise every view of a packed batch, as batched matrix products.
 
     The canvas is normalised before resampling: the weights of each output pixel sum to one, so
-    this equals normalising the views, on ten times fewer pixels.
+    this equals normalising the views, on ten times fewer pixels. ``canvas``: the packed canvas
+    already copied to ``device``, if it was.
 
     Returns:
         (batch, n, 3, height, width) normalised views on ``device`` (a permuted view), float16
@@ -151,7 +152,8 @@ def cut_views(packed: PackedViews, size: tuple[int, int], mean: Sequence[float],
     _, _, height, width = packed.canvas.shape
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
     s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
-    canvas = ((packed.canvas.to(device, non_blocking=True).float() - m) / s).to(work)
+    canvas = packed.canvas if canvas is None else canvas
+    canvas = ((canvas.to(device, non_blocking=True).float() - m) / s).to(work)
     extents = packed.rois[:, 3:] - packed.rois[:, 1:3]                  # host: bounds without a device sync
     longest_x, longest_y = float(extents[:, 0].max()), float(extents[:, 1].max())
     rois = packed.rois.to(device, non_blocking=True)

@@ -11,7 +11,7 @@ import torch
 from .augment import cut_views
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
-from .images import ImageInput
+from .images import ImageInput, to_device
 from .prompts import DEFAULT_TEMPLATE, build_prompts, default_cache_dir, encode_prompts
 from .scoring import AWTConfig, awt_scores_from_features, clip_scores, ensemble_scores
 
@@ -139,13 +139,15 @@ class AWTClassifier:
         if num_workers is None:
             num_workers = default_workers(len(images), batch_size)
         loader_batch = max(1, batch_size // 4) if num_workers > 0 else batch_size
-        for host in bb.view_loader(num_workers)(images, views, self.seed, loader_batch):
+        batches = bb.view_loader(num_workers)(images, views, self.seed, loader_batch)
+        for batch in to_device(batches, bb.device):
+            host = batch.host
             if not host.indices:
                 yield FeatureBatch([], torch.empty(0, views + 1, 0), host.errors)
                 continue
-            pixels = host.view0.to(bb.device, non_blocking=True).unsqueeze(1)
+            pixels = batch.view0.to(bb.device).unsqueeze(1)
             if host.packed is not None:
-                crops = cut_views(host.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
+                crops = cut_views(host.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype, batch.canvas)
                 pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
             n, v = pixels.shape[:2]
             features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)

@@ -207,3 +207,46 @@ def collate_views(samples: list[ImageSample]) -> HostBatch:
     if good and good[0].pixels is not None:
         packed = pack_views([s.pixels for s in good], [s.boxes for s in good], [s.flips for s in good])
     return HostBatch([s.index for s in good], [(s.index, s.error) for s in samples if s.error is not None], view0, packed)
+
+
+@dataclass
+class DeviceBatch:
+    """A host batch whose pixel tensors are on the device (or still on the host, for the CPU)."""
+
+    host: HostBatch
+    view0: torch.Tensor | None          # (images, 3, height, width)
+    canvas: torch.Tensor | None         # (images, 3, H_max, W_max) uint8
+
+
+def to_device(batches: Iterator[HostBatch], device: torch.device) -> Iterator[DeviceBatch]:
+    """Copy host batches to ``device`` one batch ahead, on a side CUDA stream.
+
+    The copies then overlap the device's work on the batch before, as timm's PrefetchLoader does;
+    each batch waits for its own copies only (an event), never for a later batch's.
+    """
+    if device.type != "cuda":
+        for host in batches:
+            yield DeviceBatch(host, host.view0, None if host.packed is None else host.packed.canvas)
+        return
+    side = torch.cuda.Stream(device)
+    ahead = None
+    for host in batches:
+        with torch.cuda.stream(side):
+            view0 = None if host.view0 is None else host.view0.to(device, non_blocking=True)
+            canvas = None if host.packed is None else host.packed.canvas.to(device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(side)
+        if ahead is not None:
+            yield _after_copies(*ahead)
+        ahead = (host, view0, canvas, copied, device)
+    if ahead is not None:
+        yield _after_copies(*ahead)
+
+
+def _after_copies(host: HostBatch, view0, canvas, copied, device: torch.device) -> DeviceBatch:
+    main = torch.cuda.current_stream(device)
+    main.wait_event(copied)
+    for t in (view0, canvas):
+        if t is not None:
+            t.record_stream(main)  # allocated on the side stream, used on this one
+    return DeviceBatch(host, view0, canvas)

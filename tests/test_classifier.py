@@ -159,6 +159,14 @@ def test_resize_weights_are_banded_normalised_and_flip():
     assert half.dtype == torch.float16 and float((half.float() - w).abs().max()) < 1e-3
 
 
+def test_cpu_encoding_in_chunks_equals_one_pass(tiny_backbone):
+    h, w = tiny_backbone.image_size
+    pixels = torch.randn(70, 3, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        whole = torch.nn.functional.normalize(tiny_backbone.model.encode_image(pixels).float(), dim=-1)
+    assert_allclose(tiny_backbone.encode_images(pixels).numpy(), whole.numpy(), atol=1e-5)
+
+
 def test_baselines_and_ablations(clf, example_files):
     batch = next(clf.iter_image_features(example_files, batch_size=4, num_workers=0))
     f, t, s = batch.features, clf.text_features, clf.logit_scale
