@@ -13,9 +13,10 @@ levels of 255).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -68,13 +69,30 @@ def sample_views(height: int, width: int, n: int, seed: np.random.SeedSequence) 
 
 @dataclass
 class PackedViews:
-    """The host side of a batch's random views, ready to go to the device in one copy."""
+    """A batch's random views as a few tensors: built on the host, copied to the device in one go."""
 
-    canvas: torch.Tensor   # (batch, 3, H_max, W_max) uint8, each image at the top left (the loader pins it for CUDA)
+    canvas: torch.Tensor   # (batch, 3, H_max, W_max) uint8, each image at the top left
     rois: torch.Tensor     # (batch * n, 5) float32: image index, x0, y0, x1, y1
     flips: torch.Tensor    # (batch * n,) bool
     batch: int
     n: int
+    longest: tuple[float, float]  # the widest and the tallest crop, known on the host (no device sync)
+
+    def pin_memory(self) -> "PackedViews":
+        return replace(self, canvas=self.canvas.pin_memory(), rois=self.rois.pin_memory(), flips=self.flips.pin_memory())
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "PackedViews":
+        """The same views with their tensors on ``device`` (asynchronous from pinned memory)."""
+        if self.canvas.device == device:
+            return self
+        return replace(self, canvas=self.canvas.to(device, non_blocking=non_blocking),
+                       rois=self.rois.to(device, non_blocking=non_blocking),
+                       flips=self.flips.to(device, non_blocking=non_blocking))
+
+    def record_stream(self, stream: torch.cuda.Stream) -> None:
+        """Tell the CUDA allocator that ``stream`` uses these tensors (they were copied on another)."""
+        for t in (self.canvas, self.rois, self.flips):
+            t.record_stream(stream)
 
 
 def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], flips: Sequence[torch.Tensor]) -> PackedViews:
@@ -93,8 +111,10 @@ def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], fl
     for i, im in enumerate(images):  # a copy per image; the crops themselves are batched
         canvas[i, :, : im.shape[1], : im.shape[2]] = im
     index = torch.arange(batch, dtype=torch.float32).repeat_interleave(n).unsqueeze(1)
-    rois = torch.cat([index, torch.cat([b.float() for b in boxes])], dim=1)
-    return PackedViews(canvas, rois, torch.cat(list(flips)), batch, n)
+    xyxy = torch.cat([b.float() for b in boxes])
+    extents = (xyxy[:, 2:] - xyxy[:, :2]).amax(0) if len(xyxy) else torch.zeros(2)
+    return PackedViews(canvas, torch.cat([index, xyxy], dim=1), torch.cat(list(flips)), batch, n,
+                       (float(extents[0]), float(extents[1])))
 
 
 def resize_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, extent: int, flip: torch.Tensor | None = None,
@@ -135,13 +155,22 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, ext
 _RESAMPLE_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}
 
 
+@functools.lru_cache(maxsize=16)
+def _normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of 0-255 pixels, (1, 3, 1, 1) on ``device``: made once, since a
+    copy from pageable host memory would synchronise the device on every batch."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    return m.to(device), s.to(device)
+
+
 def cut_views(packed: PackedViews, size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-              device: torch.device, dtype: torch.dtype = torch.float32, canvas: torch.Tensor | None = None) -> torch.Tensor:
+              device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Cut, resize, flip and normalise every view of a packed batch, as batched matrix products.
 
     The canvas is normalised before resampling: the weights of each output pixel sum to one, so
-    this equals normalising the views, on ten times fewer pixels. ``canvas``: the packed canvas
-    already copied to ``device``, if it was.
+    this equals normalising the views, on ten times fewer pixels. Nothing here waits for the
+    device: with ``packed`` already there (see :func:`awt.images.to_device`), the host only queues work.
 
     Returns:
         (batch, n, 3, height, width) normalised views on ``device`` (a permuted view), float16
@@ -150,23 +179,19 @@ def cut_views(packed: PackedViews, size: tuple[int, int], mean: Sequence[float],
     work = torch.float16 if dtype == torch.float16 and device.type == "cuda" else torch.float32
     batch, n, (h, w) = packed.batch, packed.n, size
     _, _, height, width = packed.canvas.shape
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
-    canvas = packed.canvas if canvas is None else canvas
-    canvas = ((canvas.to(device, non_blocking=True).float() - m) / s).to(work)
-    extents = packed.rois[:, 3:] - packed.rois[:, 1:3]                  # host: bounds without a device sync
-    longest_x, longest_y = float(extents[:, 0].max()), float(extents[:, 1].max())
-    rois = packed.rois.to(device, non_blocking=True)
-    flips = packed.flips.to(device, non_blocking=True)
+    packed = packed.to(device, non_blocking=True)
+    m, s = _normaliser(tuple(mean), tuple(std), device)
+    canvas = packed.canvas.float().sub_(m).div_(s).to(work)
+    longest_x, longest_y = packed.longest
     out = torch.empty(batch * n, h * 3, w, device=device, dtype=work)
     # Chunks of images bound the weights and the intermediate.
     step = max(1, _RESAMPLE_ELEMENTS.get(device.type, 1 << 26) // (n * (h * height + w * width + h * 3 * width)))
     for i in range(0, batch, step):
         j = min(i + step, batch)
         views = slice(i * n, j * n)
-        x0, y0, x1, y1 = rois[views, 1:].unbind(1)
+        x0, y0, x1, y1 = packed.rois[views, 1:].unbind(1)
         rows = resize_weights(y0, y1 - y0, h, height, max_length=longest_y, dtype=work)      # (views, h, H)
-        cols = resize_weights(x0, x1 - x0, w, width, flips[views], longest_x, work)          # (views, w, W)
+        cols = resize_weights(x0, x1 - x0, w, width, packed.flips[views], longest_x, work)   # (views, w, W)
         x = canvas[i:j].permute(0, 2, 1, 3).reshape(j - i, height, 3 * width)               # (images, H, 3 W)
         y = torch.bmm(rows.view(j - i, n * h, height), x)                                     # (images, n h, 3 W)
         torch.bmm(y.view((j - i) * n, h * 3, width), cols.transpose(1, 2), out=out[views])

@@ -146,8 +146,8 @@ class AWTClassifier:
                 yield FeatureBatch([], torch.empty(0, views + 1, 0), host.errors)
                 continue
             pixels = batch.view0.to(bb.device).unsqueeze(1)
-            if host.packed is not None:
-                crops = cut_views(host.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype, batch.canvas)
+            if batch.packed is not None:
+                crops = cut_views(batch.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
                 pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
             n, v = pixels.shape[:2]
             features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)
@@ -175,37 +175,92 @@ class AWTClassifier:
 
     def predict(self, image_features: torch.Tensor, top_k: int = 5, method: str = "awt") -> list[list[Prediction]]:
         """Ranked predictions, best first, for each image of (batch, views, dim) features."""
+        values, indices = self._top_k(image_features, top_k, method)
+        if self.text_features.is_cuda:
+            torch.cuda.current_stream(self.text_features.device).synchronize()
+        return self._predictions(values, indices)
+
+    def _top_k(self, image_features: torch.Tensor, top_k: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, k) best scores and their class indices; from a GPU, on their way to pinned host
+        memory (read them after the current stream's work is done)."""
         scores = self.scores(image_features, method)
-        k = max(1, min(top_k, scores.shape[1]))
-        values, indices = scores.topk(k, dim=1)
-        values, indices = values.cpu().tolist(), indices.cpu().tolist()
-        return [[Prediction(i, self.classnames[i], float(v)) for i, v in zip(idx, val)] for idx, val in zip(indices, values)]
+        values, indices = scores.topk(max(1, min(top_k, scores.shape[1])), dim=1)
+        return values.to("cpu", non_blocking=True), indices.to("cpu", non_blocking=True)
+
+    def _predictions(self, values: torch.Tensor, indices: torch.Tensor) -> list[list[Prediction]]:
+        return [[Prediction(i, self.classnames[i], float(v)) for i, v in zip(idx, val)]
+                for idx, val in zip(indices.tolist(), values.tolist())]
 
     def classify(
         self, images: Sequence[ImageInput], top_k: int = 5, method: str = "awt", batch_size: int = 8,
         num_workers: int | None = None,
     ) -> list[ImageResult]:
-        """Classify images (paths or PIL images); unreadable ones get an ``error`` instead of predictions."""
+        """Classify images (paths or PIL images); unreadable ones get an ``error`` instead of predictions.
+
+        Images are scored ``batch_size`` at a time (the scorer's cost per image falls with the
+        batch). On a GPU a batch is scored on a side stream once the next images' encoding is
+        queued, and its top-k is read back later: the scorer's convergence checks then wait for the
+        scorer alone, and the device never idles while the host waits.
+        """
         if method not in METHODS:
             raise AWTError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         results = [ImageResult(_describe_input(x)) for x in images]
         views = 0 if method in VIEW0_METHODS else None
-        pending: list[FeatureBatch] = []
+        device = self.text_features.device
+        side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        pending: list[FeatureBatch] = []        # encoded, not yet a whole batch
+        ready: list[tuple] = []                 # whole batches, with the event of their encoding
+        in_flight: list[tuple] = []             # scored; top-k on the way to the host
 
-        def score() -> None:  # whole batches at once: the scorer's cost per image falls with the batch
-            indices = [i for fb in pending for i in fb.indices]
-            features = torch.cat([fb.features for fb in pending])
-            for index, preds in zip(indices, self.predict(features, top_k, method)):
-                results[index].predictions = preds
+        def launch() -> None:
+            group, encoded = ready.pop(0)
+            indices = [i for fb in group for i in fb.indices]
+            if side is None:
+                in_flight.append((indices, *self._top_k(torch.cat([fb.features for fb in group]), top_k, method), None))
+                return
+            side.wait_event(encoded)
+            with torch.cuda.stream(side):
+                for fb in group:  # made on the main stream, read on this one
+                    fb.features.record_stream(side)
+                top = self._top_k(torch.cat([fb.features for fb in group]), top_k, method)
+                copied = torch.cuda.Event()
+                copied.record(side)
+            in_flight.append((indices, *top, copied))
+
+        def collect(keep: int) -> None:
+            while len(in_flight) > keep:
+                indices, values, classes, copied = in_flight.pop(0)
+                if copied is not None:
+                    copied.synchronize()
+                for index, preds in zip(indices, self._predictions(values, classes)):
+                    results[index].predictions = preds
+
+        def close_batch() -> None:
+            ready.append((pending[:], _record_event(device)))
             pending.clear()
 
         for batch in self.iter_image_features(images, batch_size, num_workers, views):
             for index, reason in batch.errors:
                 results[index].error = reason
+            while ready:  # this batch's encoding is queued by now: score the one before behind it
+                launch()
+                collect(keep=1)
             if batch.indices:
                 pending.append(batch)
                 if sum(len(fb.indices) for fb in pending) >= batch_size:
-                    score()
+                    close_batch()
         if pending:
-            score()
+            close_batch()
+        while ready:
+            launch()
+        collect(keep=0)
         return results
+
+
+def _record_event(device: torch.device) -> torch.cuda.Event | None:
+    """An event on ``device``'s current stream (CUDA), else None."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event

@@ -194,8 +194,7 @@ class HostBatch:
 
     def pin_memory(self) -> "HostBatch":  # called by the DataLoader's pinning thread
         self.view0 = None if self.view0 is None else self.view0.pin_memory()
-        if self.packed is not None:
-            self.packed.canvas = self.packed.canvas.pin_memory()
+        self.packed = None if self.packed is None else self.packed.pin_memory()
         return self
 
 
@@ -211,11 +210,11 @@ def collate_views(samples: list[ImageSample]) -> HostBatch:
 
 @dataclass
 class DeviceBatch:
-    """A host batch whose pixel tensors are on the device (or still on the host, for the CPU)."""
+    """A host batch whose tensors are on the device (or still on the host, for the CPU)."""
 
     host: HostBatch
     view0: torch.Tensor | None          # (images, 3, height, width)
-    canvas: torch.Tensor | None         # (images, 3, H_max, W_max) uint8
+    packed: PackedViews | None          # the random views' canvas, boxes and flips
 
 
 def to_device(batches: Iterator[HostBatch], device: torch.device) -> Iterator[DeviceBatch]:
@@ -226,27 +225,28 @@ def to_device(batches: Iterator[HostBatch], device: torch.device) -> Iterator[De
     """
     if device.type != "cuda":
         for host in batches:
-            yield DeviceBatch(host, host.view0, None if host.packed is None else host.packed.canvas)
+            yield DeviceBatch(host, host.view0, host.packed)
         return
     side = torch.cuda.Stream(device)
     ahead = None
     for host in batches:
         with torch.cuda.stream(side):
             view0 = None if host.view0 is None else host.view0.to(device, non_blocking=True)
-            canvas = None if host.packed is None else host.packed.canvas.to(device, non_blocking=True)
+            packed = None if host.packed is None else host.packed.to(device, non_blocking=True)
             copied = torch.cuda.Event()
             copied.record(side)
         if ahead is not None:
             yield _after_copies(*ahead)
-        ahead = (host, view0, canvas, copied, device)
+        ahead = (DeviceBatch(host, view0, packed), copied, device)
     if ahead is not None:
         yield _after_copies(*ahead)
 
 
-def _after_copies(host: HostBatch, view0, canvas, copied, device: torch.device) -> DeviceBatch:
+def _after_copies(batch: DeviceBatch, copied: torch.cuda.Event, device: torch.device) -> DeviceBatch:
     main = torch.cuda.current_stream(device)
     main.wait_event(copied)
-    for t in (view0, canvas):
-        if t is not None:
-            t.record_stream(main)  # allocated on the side stream, used on this one
-    return DeviceBatch(host, view0, canvas)
+    if batch.view0 is not None:  # allocated on the side stream, used on this one
+        batch.view0.record_stream(main)
+    if batch.packed is not None:
+        batch.packed.record_stream(main)
+    return batch

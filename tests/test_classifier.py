@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose
 from PIL import Image
 
 from awt import AWTClassifier, AWTError
-from awt.augment import crop_views, image_seed, sample_views
+from awt.augment import crop_views, image_seed, pack_views, sample_views
 from awt.images import load_image
 from awt.reference import paper_awt_scores
 
@@ -130,6 +130,7 @@ def test_views_equal_pil_random_resized_crops(example_files):
     tensors = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in (big, small)]
     out = crop_views(tensors, boxes, flips, (32, 32), mean, std, torch.device("cpu"))
     assert out.shape == (2, 3, 3, 32, 32)
+    assert pack_views(tensors, boxes, flips).longest == (297.0, 233.0)  # the weights' bounds, known on the host
     m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
     for i, im in enumerate([big, small]):
         alone = crop_views(tensors[i : i + 1], boxes[i : i + 1], flips[i : i + 1], (32, 32), mean, std, torch.device("cpu"))
