@@ -160,6 +160,14 @@ def _check_keys(obj: Any, known: Sequence[str], where: str, path: Path) -> dict:
     return obj
 
 
+def _entries(top: dict, section: str, known: Sequence[str], path: Path) -> list[tuple[str, dict]]:
+    """The mappings of a non-empty list section, each with its key (``datasets[2]``), keys checked."""
+    raw = top.get(section)
+    if not isinstance(raw, list) or not raw:
+        raise _fail(path, section, "must be a non-empty list")
+    return [(f"{section}[{i}]", _check_keys(item, known, f"{section}[{i}]", path)) for i, item in enumerate(raw)]
+
+
 def _as_int(value: Any, key: str, path: Path, minimum: int | None = None, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -279,13 +287,8 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
     default_fewer = _as_bool(s.get("allow_fewer_descriptions", False), "settings.allow_fewer_descriptions", path)
 
     # backbones
-    bbs_raw = top.get("backbones")
-    if not isinstance(bbs_raw, list) or not bbs_raw:
-        raise _fail(path, "backbones", "must be a non-empty list")
     backbones: list[BackboneSpec] = []
-    for i, b in enumerate(bbs_raw):
-        key = f"backbones[{i}]"
-        b = _check_keys(b, BACKBONE_KEYS, key, path)
+    for key, b in _entries(top, "backbones", BACKBONE_KEYS, path):
         precision = _as_str(b.get("precision", settings.precision), f"{key}.precision", path)
         if precision not in PRECISIONS:
             where = f"{key}.precision" if "precision" in b else "settings.precision"
@@ -326,13 +329,8 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
     _unique([b.name for b in backbones], "backbones", path)
 
     # datasets
-    ds_raw = top.get("datasets")
-    if not isinstance(ds_raw, list) or not ds_raw:
-        raise _fail(path, "datasets", "must be a non-empty list")
     datasets: list[DatasetSpec] = []
-    for i, d in enumerate(ds_raw):
-        key = f"datasets[{i}]"
-        d = _check_keys(d, DATASET_KEYS, key, path)
+    for key, d in _entries(top, "datasets", DATASET_KEYS, path):
         where = f"{key}" + (f" ({d['name']})" if isinstance(d.get("name"), str) else "")
         ds_path = _resolve(_as_str(d.get("path"), f"{where}.path", path), data_root, f"{where}.path", path)
         if not ds_path.exists():
