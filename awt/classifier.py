@@ -207,7 +207,9 @@ class AWTClassifier:
         results = [ImageResult(_describe_input(x)) for x in images]
         views = 0 if method in VIEW0_METHODS else None
         device = self.text_features.device
-        side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # High priority: the scorer's small kernels go ahead of queued encoder blocks, so the host,
+        # waiting on its convergence checks, is back before the encoder's queue runs dry.
+        side = torch.cuda.Stream(device, priority=-1) if device.type == "cuda" else None
         pending: list[FeatureBatch] = []        # encoded, not yet a whole batch
         ready: list[tuple] = []                 # whole batches, with the event of their encoding
         in_flight: list[tuple] = []             # scored; top-k on the way to the host
