@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from typing import Iterator, Mapping, Sequence
@@ -216,18 +217,15 @@ class AWTClassifier:
 
         def launch() -> None:
             group, encoded = ready.pop(0)
-            indices = [i for fb in group for i in fb.indices]
-            if side is None:
-                in_flight.append((indices, *self._top_k(torch.cat([fb.features for fb in group]), top_k, method), None))
-                return
-            side.wait_event(encoded)
-            with torch.cuda.stream(side):
-                for fb in group:  # made on the main stream, read on this one
-                    fb.features.record_stream(side)
-                top = self._top_k(torch.cat([fb.features for fb in group]), top_k, method)
-                copied = torch.cuda.Event()
-                copied.record(side)
-            in_flight.append((indices, *top, copied))
+            features = [fb.features for fb in group]
+            if side is not None:
+                side.wait_event(encoded)
+                for t in features:  # made on the main stream, read on the side one
+                    t.record_stream(side)
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                top = self._top_k(torch.cat(features), top_k, method)
+                copied = _record_event(device)
+            in_flight.append(([i for fb in group for i in fb.indices], *top, copied))
 
         def collect(keep: int) -> None:
             while len(in_flight) > keep:
