@@ -1,4 +1,4 @@
-"""awt: training-free zero-shot classification with AWT over open_clip dual encoders.
+"""awt: training-free zero-shot classification with AWT over dual-encoder vision-language models.
 
 >>> import awt
 >>> clf = awt.AWTClassifier.from_pretrained(["cat", "dog"], model="ViT-B-32", pretrained="openai")
@@ -14,10 +14,15 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AWTClassifier": "classifier", "ImageResult": "classifier", "Prediction": "classifier", "METHODS": "classifier",
-    "Backbone": "backbone", "create_backbone": "backbone", "resolve_device": "backbone",
+    "AWTClassifier": "classifier", "ImageResult": "classifier", "Prediction": "classifier",
+    "METHODS": "methods", "Method": "methods", "register_method": "methods", "get_method": "methods",
+    "score": "methods",
+    "Backbone": "backbone", "create_backbone": "backbone", "register_loader": "backbone",
+    "resolve_device": "backbone",
     "AWTError": "errors", "DescriptionsError": "errors",
-    "build_prompts": "prompts", "encode_prompts": "prompts", "read_class_file": "prompts",
+    "encode_views": "views", "ViewFeatures": "views",
+    "build_prompts": "prompts", "encode_prompts": "prompts", "encode_classes": "prompts", "ClassPrompts": "prompts",
+    "read_class_file": "classes",
     "AWTConfig": "scoring", "awt_scores": "scoring", "awt_scores_from_features": "scoring",
     "clip_scores": "scoring", "ensemble_scores": "scoring",
     "sinkhorn": "transport",
@@ -26,9 +31,13 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+_RENAMED = {"register_method": "register"}
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        value = getattr(module, _RENAMED.get(name, name))
         globals()[name] = value
         return value
     raise AttributeError(f"module 'awt' has no attribute {name!r}")

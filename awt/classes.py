@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
+import warnings
 from collections import Counter
-from pathlib import Path
 from typing import Sequence
 
 from .errors import AWTError
+from .files import read_lines
 
 
 def read_class_file(path: str | os.PathLike) -> list[str]:
     """Class names, one per line; blank lines and ``#`` comments ignored. Order is label order."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise AWTError(f"{p}: class file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise AWTError(f"{p}: cannot read class file: {e}") from None
-    names = [line.strip() for line in text.splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
+    names = [line for _, line in read_lines(path, "class")]
     if not names:
-        raise AWTError(f"{p}: class file has no class names")
+        raise AWTError(f"{path}: class file has no class names")
     return names
 
 
@@ -32,10 +24,18 @@ def duplicate_names(names: Sequence[str]) -> dict[str, int]:
     return {n: c for n, c in Counter(names).items() if c > 1}
 
 
-def warn_duplicates(names: Sequence[str], where: str = "") -> None:
-    """One warning on stderr listing duplicate names; they stay distinct classes (by index)."""
+def duplicates_message(names: Sequence[str], where: str = "") -> str | None:
+    """The one line that says which names occur more than once (None if none do)."""
     dups = duplicate_names(names)
-    if dups:
-        listed = ", ".join(f"{n!r} x{c}" for n, c in list(dups.items())[:5]) + (" ..." if len(dups) > 5 else "")
-        print(f"warning: {where + ': ' if where else ''}duplicate class names kept as distinct classes: {listed}",
-              file=sys.stderr)
+    if not dups:
+        return None
+    listed = ", ".join(f"{n!r} x{c}" for n, c in list(dups.items())[:5]) + (" ..." if len(dups) > 5 else "")
+    return (f"{where + ': ' if where else ''}duplicate class names appear more than once, kept as distinct "
+            f"classes (by index): {listed}")
+
+
+def warn_duplicates(names: Sequence[str], where: str = "") -> None:
+    """One warning listing duplicate names; they stay distinct classes (by index)."""
+    message = duplicates_message(names, where)
+    if message:
+        warnings.warn(message, stacklevel=2)

@@ -1,25 +1,26 @@
-"""The classifier: a backbone and a class set, scoring batches of images with AWT or a baseline."""
+"""The classifier: a backbone and a class set, scoring images with AWT or any registered method.
+
+A thin facade over the pipeline's stages: :func:`~awt.prompts.encode_classes` (once),
+:func:`~awt.views.encode_views` and :func:`~awt.methods.score` (per batch).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
-from typing import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 
-from .augment import cut_views
+from . import defaults
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
-from .images import ImageInput, to_device
-from .prompts import DEFAULT_TEMPLATE, build_prompts, default_cache_dir, encode_prompts
-from .scoring import AWTConfig, awt_scores_from_features, clip_scores, ensemble_scores
-
-METHODS = ("awt", "clip", "ensemble", "awt-uniform", "awt-image", "awt-text")
-VIEW0_METHODS = ("clip", "ensemble", "awt-text")  # need no random views
-DEFAULT_VIEWS = 50
-DEFAULT_DESCRIPTIONS = 50
+from .images import ImageInput
+from .methods import get_method, score
+from .prompts import DEFAULT_DESCRIPTIONS, DEFAULT_TEMPLATE, ClassPrompts, default_cache_dir, encode_classes
+from .scoring import AWTConfig
+from .views import DEFAULT_VIEWS, ViewFeatures, encode_views
 
 
 @dataclass
@@ -34,21 +35,6 @@ class ImageResult:
     image: str
     predictions: list[Prediction] | None = None
     error: str | None = None
-
-
-@dataclass
-class FeatureBatch:
-    """Encoded views of the readable images of one loader batch."""
-
-    indices: list[int]                  # positions in the input sequence
-    features: torch.Tensor              # (images, views, dim), L2-normalised
-    errors: list[tuple[int, str]]       # (position, reason) of unreadable inputs
-
-
-def default_workers(images: int, batch_size: int) -> int:
-    """Loader worker processes for ``images`` images: none for a single batch, else one per spare
-    core up to 12."""
-    return 0 if images <= batch_size else min(12, max(1, (os.cpu_count() or 2) - 1))
 
 
 def _describe_input(item: ImageInput) -> str:
@@ -68,38 +54,33 @@ class AWTClassifier:
         classnames: Sequence[str],
         *,
         template: str = DEFAULT_TEMPLATE,
-        descriptions: Sequence[Sequence[str]] | Mapping[str, Sequence[str]] | object | None = None,
+        descriptions=None,
         descriptions_per_class: int = DEFAULT_DESCRIPTIONS,
         allow_fewer_descriptions: bool = False,
         views: int = DEFAULT_VIEWS,
         seed: int = 0,
         config: AWTConfig = AWTConfig(),
         cache_dir: str | os.PathLike | None = "default",
-        text_features: torch.Tensor | None = None,
-        prompt_mask: torch.Tensor | None = None,
+        classes: ClassPrompts | None = None,
+        progress: bool = False,
     ):
-        """``text_features`` (classes, prompts, dim), if given, are used as the class prompts'
-        embeddings as they are (no prompts are built or encoded); ``prompt_mask`` marks real ones."""
-        if not classnames:
-            raise AWTError("no classes given")
+        """``descriptions``: a :class:`~awt.descriptions.DescriptionSet`, ``{name: [sentences]}`` or
+        one list per class. ``classes``, if given, are the class prompts already encoded (no prompts
+        are built or encoded). ``progress``: a progress bar on stderr while the prompts are encoded."""
         if views < 0:
             raise AWTError("views must be >= 0")
         self.backbone = backbone
-        self.classnames = list(classnames)
         self.views = views
         self.seed = seed
         self.config = config
-        self.cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
-        if text_features is not None:
-            if text_features.shape[0] != len(self.classnames):
-                raise AWTError(f"text features for {text_features.shape[0]} classes, {len(self.classnames)} names")
-            self.prompts = None
-            self.text_features = text_features.to(backbone.device, torch.float32)
-            self.prompt_mask = None if prompt_mask is None else prompt_mask.to(backbone.device)
-            return
-        aligned = self._align_descriptions(descriptions)
-        self.prompts = build_prompts(self.classnames, template, aligned, descriptions_per_class, allow_fewer_descriptions)
-        self.text_features, self.prompt_mask = encode_prompts(backbone, self.prompts, self.cache_dir)
+        if classes is None:
+            classes = encode_classes(
+                backbone, classnames, template=template, descriptions=descriptions,
+                descriptions_per_class=descriptions_per_class, allow_fewer_descriptions=allow_fewer_descriptions,
+                cache_dir=default_cache_dir() if cache_dir == "default" else cache_dir, progress=progress)
+        elif len(classes) != len(classnames):
+            raise AWTError(f"encoded prompts for {len(classes)} classes, {len(classnames)} names")
+        self.classes = classes
 
     @classmethod
     def from_pretrained(cls, classnames: Sequence[str], model: str = "ViT-B-32", pretrained: str | None = "openai",
@@ -107,72 +88,33 @@ class AWTClassifier:
         """Load a backbone with :func:`awt.create_backbone` and build the classifier on it."""
         return cls(create_backbone(model, pretrained, device, precision), classnames, **kwargs)
 
-    def _align_descriptions(self, descriptions) -> list[list[str]] | None:
-        if descriptions is None:
-            return None
-        if hasattr(descriptions, "for_classes"):
-            return descriptions.for_classes(self.classnames)
-        if isinstance(descriptions, Mapping):
-            missing = [n for n in self.classnames if n not in descriptions]
-            if missing:
-                raise AWTError(f"no descriptions for {len(missing)} class(es): {', '.join(map(repr, missing[:5]))}")
-            return [list(descriptions[n]) for n in self.classnames]
-        return [list(d) for d in descriptions]
+    @property
+    def classnames(self) -> list[str]:
+        return self.classes.names
+
+    @property
+    def prompts(self) -> list[list[str]] | None:
+        return self.classes.prompts
+
+    @property
+    def text_features(self) -> torch.Tensor:
+        return self.classes.features
 
     @property
     def logit_scale(self) -> float:
         return self.backbone.logit_scale
 
-    # -- images -----------------------------------------------------------------------------------
-
-    def iter_image_features(
-        self, images: Sequence[ImageInput], batch_size: int = 8, num_workers: int | None = None, views: int | None = None
-    ) -> Iterator[FeatureBatch]:
-        """Encode all views of ``images``, batch by batch, decoding in worker processes meanwhile.
-
-        ``views`` overrides the number of random views (0: view 0 only, for the baselines). With
-        workers, each decodes and packs a quarter batch, and quarters are encoded as they come (an
-        encoder's throughput hardly depends on the batch size, and the device starts sooner); the
-        first ones are smaller still (1, 2, 4, ... images).
-        """
-        bb = self.backbone
-        views = self.views if views is None else views
-        if num_workers is None:
-            num_workers = default_workers(len(images), batch_size)
-        loader_batch = max(1, batch_size // 4) if num_workers > 0 else batch_size
-        batches = bb.view_loader(num_workers)(images, views, self.seed, loader_batch)
-        for batch in to_device(batches, bb.device):
-            host = batch.host
-            if not host.indices:
-                yield FeatureBatch([], torch.empty(0, views + 1, 0), host.errors)
-                continue
-            pixels = batch.view0.to(bb.device).unsqueeze(1)
-            if batch.packed is not None:
-                crops = cut_views(batch.packed, bb.image_size, bb.mean, bb.std, bb.device, bb.input_dtype)
-                pixels = torch.cat([pixels.to(crops.dtype), crops], dim=1)
-            n, v = pixels.shape[:2]
-            features = bb.encode_images(pixels.flatten(0, 1)).view(n, v, -1)
-            yield FeatureBatch(host.indices, features, host.errors)
-
-    # -- scores -----------------------------------------------------------------------------------
+    def iter_image_features(self, images: Sequence[ImageInput], batch_size: int = 8,
+                            num_workers: int | None = None, views: int | None = None) -> Iterator[ViewFeatures]:
+        """Encoded views of ``images``, batch by batch (:func:`awt.views.encode_views`); ``views``
+        overrides the classifier's number of random views."""
+        return encode_views(self.backbone, images, views=self.views if views is None else views, seed=self.seed,
+                            batch_size=batch_size, num_workers=num_workers)
 
     def scores(self, image_features: torch.Tensor, method: str = "awt") -> torch.Tensor:
         """(batch, views, dim) image features -> (batch, classes) scores of ``method``."""
-        img = image_features.to(self.text_features.device)
-        txt, mask, s = self.text_features, self.prompt_mask, self.logit_scale
-        if method == "awt":
-            return awt_scores_from_features(img, txt, s, self.config, prompt_mask=mask)
-        if method == "awt-uniform":
-            return awt_scores_from_features(img, txt, s, replace(self.config, uniform_weights=True), prompt_mask=mask)
-        if method == "awt-image":
-            return awt_scores_from_features(img, txt[:, :1], s, self.config)
-        if method == "awt-text":
-            return awt_scores_from_features(img[:, :1], txt, s, self.config, prompt_mask=mask)
-        if method == "clip":
-            return clip_scores(img, txt, s)
-        if method == "ensemble":
-            return ensemble_scores(img, txt, s, mask)
-        raise AWTError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        c = self.classes
+        return score(method, image_features, c.features, c.mask, self.logit_scale, self.config)
 
     def predict(self, image_features: torch.Tensor, top_k: int = 5, method: str = "awt") -> list[list[Prediction]]:
         """Ranked predictions, best first, for each image of (batch, views, dim) features."""
@@ -192,26 +134,31 @@ class AWTClassifier:
         return [[Prediction(i, self.classnames[i], float(v)) for i, v in zip(idx, val)]
                 for idx, val in zip(indices.tolist(), values.tolist())]
 
-    def classify(
-        self, images: Sequence[ImageInput], top_k: int = 5, method: str = "awt", batch_size: int = 8,
-        num_workers: int | None = None,
-    ) -> list[ImageResult]:
-        """Classify images (paths or PIL images); unreadable ones get an ``error`` instead of predictions.
+    def classify(self, images: Sequence[ImageInput], top_k: int = defaults.TOP_K, method: str = defaults.METHOD,
+                 batch_size: int = defaults.BATCH_SIZE,
+                 num_workers: int | None = None) -> list[ImageResult]:
+        """Classify images (paths or PIL images); unreadable ones get an ``error`` instead of predictions."""
+        return list(self.iter_classify(images, top_k, method, batch_size, num_workers))
+
+    def iter_classify(self, images: Sequence[ImageInput], top_k: int = defaults.TOP_K,
+                      method: str = defaults.METHOD, batch_size: int = defaults.BATCH_SIZE,
+                      num_workers: int | None = None) -> Iterator[ImageResult]:
+        """Each image's result, in input order, as soon as it and every image before it are done.
 
         Images are scored ``batch_size`` at a time (the scorer's cost per image falls with the
         batch). On a GPU a batch is scored on a side stream once the next images' encoding is
         queued, and its top-k is read back later: the scorer's convergence checks then wait for the
         scorer alone, and the device never idles while the host waits.
         """
-        if method not in METHODS:
-            raise AWTError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        m = get_method(method)
         results = [ImageResult(_describe_input(x)) for x in images]
-        views = 0 if method in VIEW0_METHODS else None
+        done = [False] * len(results)
+        shown = 0
         device = self.text_features.device
         # High priority: the scorer's small kernels go ahead of queued encoder blocks, so the host,
         # waiting on its convergence checks, is back before the encoder's queue runs dry.
         side = torch.cuda.Stream(device, priority=-1) if device.type == "cuda" else None
-        pending: list[FeatureBatch] = []        # encoded, not yet a whole batch
+        pending: list[ViewFeatures] = []        # encoded, not yet a whole batch
         ready: list[tuple] = []                 # whole batches, with the event of their encoding
         in_flight: list[tuple] = []             # scored; top-k on the way to the host
 
@@ -234,27 +181,40 @@ class AWTClassifier:
                     copied.synchronize()
                 for index, preds in zip(indices, self._predictions(values, classes)):
                     results[index].predictions = preds
+                    done[index] = True
 
         def close_batch() -> None:
             ready.append((pending[:], _record_event(device)))
             pending.clear()
 
-        for batch in self.iter_image_features(images, batch_size, num_workers, views):
-            for index, reason in batch.errors:
-                results[index].error = reason
-            while ready:  # this batch's encoding is queued by now: score the one before behind it
-                launch()
-                collect(keep=1)
-            if batch.indices:
-                pending.append(batch)
-                if sum(len(fb.indices) for fb in pending) >= batch_size:
-                    close_batch()
+        stream = self.iter_image_features(images, batch_size, num_workers, views=m.views_used(self.views))
+        try:
+            for batch in stream:
+                for index, reason in batch.errors:
+                    prefix = results[index].image + ": "
+                    results[index].error = reason[len(prefix):] if reason.startswith(prefix) else reason
+                    done[index] = True
+                while ready:  # this batch's encoding is queued by now: score the one before behind it
+                    launch()
+                    collect(keep=1)
+                if batch.indices:
+                    pending.append(batch)
+                    if sum(len(fb.indices) for fb in pending) >= batch_size:
+                        close_batch()
+                        if side is None:  # nothing to overlap with: score it now, show it sooner
+                            launch()
+                            collect(keep=0)
+                while shown < len(results) and done[shown]:
+                    yield results[shown]
+                    shown += 1
+        finally:
+            stream.close()
         if pending:
             close_batch()
         while ready:
             launch()
         collect(keep=0)
-        return results
+        yield from results[shown:]
 
 
 def _record_event(device: torch.device) -> torch.cuda.Event | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from awt.errors import DescriptionsError
+from awt.files import atomic_write_text
 
 CACHE_FORMAT = "awt-descriptions"
 CACHE_VERSION = 1
@@ -54,6 +54,12 @@ class DescriptionSet:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @property
+    def per_class(self) -> int | None:
+        """The number of descriptions per class an ``awt describe`` cache was made for (else None)."""
+        value = self.meta.get("per_class")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     @property
     def is_cache(self) -> bool:
@@ -235,42 +241,6 @@ def cache_document(names: Sequence[str], descriptions: Sequence[Sequence[str]], 
             for i, (n, d) in enumerate(zip(names, descriptions))
         ],
     }
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync and rename."""
-    target = Path(path)
-    directory = target.parent
-    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with 0o666 honours the umask (mkstemp would make the file owner-only)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # makes the rename itself durable; not possible on every platform
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def save_descriptions(

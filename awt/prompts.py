@@ -1,43 +1,47 @@
-"""Stage 1 of AWT, text side: class names, prompts, and their embeddings (computed once, cached)."""
+"""Stage 1, text side: a class set into prompts and their embeddings (computed once, cached)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from .classes import duplicate_names, read_class_file, warn_duplicates  # noqa: F401 (re-exported)
+from . import defaults
 from .errors import AWTError
+from .files import atomic_torch_save
 
-DEFAULT_TEMPLATE = "a photo of a {}"
+DEFAULT_TEMPLATE = defaults.TEMPLATE
+DEFAULT_DESCRIPTIONS = defaults.DESCRIPTIONS_PER_CLASS
 
 
 def build_prompts(
     classnames: Sequence[str],
     template: str = DEFAULT_TEMPLATE,
     descriptions: Sequence[Sequence[str]] | None = None,
-    per_class: int = 50,
+    per_class: int = DEFAULT_DESCRIPTIONS,
     allow_fewer: bool = False,
 ) -> list[list[str]]:
-    """Prompts of each class: ``template.format(name) + "."``, then ``... + ". " + description_j``
+    """Prompts of each class: the template with the name in place of ``{}``, ``+ "."``, then ``... + ". " + description_j``
     for its first ``per_class`` descriptions.
 
     A class with fewer than ``per_class`` descriptions is an error naming it, unless
     ``allow_fewer``, in which case it uses what it has (its missing prompts are masked out).
     """
-    if "{}" not in template:
-        raise AWTError(f"template {template!r} has no '{{}}' for the class name")
+    check_template(template)
+    if per_class < 0:
+        raise AWTError(f"descriptions per class must be >= 0, got {per_class}")
     if descriptions is not None and len(descriptions) != len(classnames):
         raise AWTError(f"{len(descriptions)} description lists for {len(classnames)} classes")
     short = []
     prompts = []
     for i, name in enumerate(classnames):
-        head = template.format(name).rstrip().rstrip(".")
+        head = template.replace("{}", name).rstrip().rstrip(".")
         descs = [] if descriptions is None or per_class <= 0 else list(descriptions[i])[:per_class]
         if descriptions is not None and per_class > 0 and len(descs) < per_class:
             short.append((name, len(descs)))
@@ -49,26 +53,35 @@ def build_prompts(
     return prompts
 
 
+def check_template(template: str) -> str:
+    """``template`` itself, if it has exactly one ``{}`` (the class name) and no other braces."""
+    if template.count("{}") != 1 or template.replace("{}", "").count("{") or template.replace("{}", "").count("}"):
+        raise AWTError(f"template {template!r} must contain exactly one '{{}}' for the class name, and no other braces")
+    return template
+
+
+def check_cache_dir(cache_dir: str | os.PathLike) -> Path:
+    """Create ``cache_dir`` if needed; an AWTError if it cannot hold cache files (checked before the
+    work whose result it would keep)."""
+    path = Path(cache_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise AWTError(f"{path}: cache directory is a file") from None
+    except OSError as e:
+        raise AWTError(f"{path}: cannot create cache directory: {e.strerror or e}") from None
+    if not path.is_dir():
+        raise AWTError(f"{path}: cache directory is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise AWTError(f"{path}: cache directory is not writable (pass another --cache-dir or --no-cache)")
+    return path
+
+
 def default_cache_dir() -> Path:
     """``$AWT_CACHE_DIR``, else ``$XDG_CACHE_HOME/awt``, else ``~/.cache/awt``."""
-    if os.environ.get("AWT_CACHE_DIR"):
-        return Path(os.environ["AWT_CACHE_DIR"])
+    if os.environ.get(defaults.CACHE_ENV):
+        return Path(os.environ[defaults.CACHE_ENV])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "awt"
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Save so that ``path`` is either absent or complete: temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def text_cache_key(fingerprint: str, prompts: Sequence[Sequence[str]]) -> str:
@@ -77,8 +90,15 @@ def text_cache_key(fingerprint: str, prompts: Sequence[Sequence[str]]) -> str:
     return h.hexdigest()
 
 
-def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+_TEXT_BATCH = 256
+
+
+def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | os.PathLike | None = None,
+                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of every class's prompts, from the disk cache when present.
+
+    Each distinct prompt is encoded once, ``_TEXT_BATCH`` at a time (a progress bar on stderr with
+    ``progress``, when it is a terminal).
 
     Returns:
         features (classes, prompts, dim) L2-normalised, float32, on the backbone's device (rows of
@@ -90,7 +110,7 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
         mask[i, : len(p)] = True
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "text" / f"{text_cache_key(backbone.fingerprint, prompts)}.pt"
+        path = check_cache_dir(Path(cache_dir) / "text") / f"{text_cache_key(backbone.fingerprint, prompts)}.pt"
         if path.is_file():
             try:
                 cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -99,7 +119,7 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
             except Exception:  # a damaged cache entry is recomputed, never trusted
                 pass
     unique = list(dict.fromkeys(t for p in prompts for t in p))
-    encoded = backbone.encode_texts(unique)
+    encoded = _encode_texts(backbone, unique, progress)
     position = {t: i for i, t in enumerate(unique)}
     index = torch.tensor([position[t] for p in prompts for t in p], device=encoded.device)
     features = encoded.new_zeros(len(prompts), n_prompts, encoded.shape[-1])
@@ -107,3 +127,64 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
     if path is not None:
         atomic_torch_save(features.cpu(), path)
     return features, mask.to(features.device)
+
+
+def _encode_texts(backbone, texts: list[str], progress: bool) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=len(texts), desc="prompts", unit="prompt", file=sys.stderr, dynamic_ncols=True, leave=False,
+              disable=None if progress else True) as bar:
+        for start in range(0, len(texts), _TEXT_BATCH):
+            parts.append(backbone.encode_texts(texts[start:start + _TEXT_BATCH]))
+            bar.update(len(parts[-1]))
+    return torch.cat(parts)
+
+
+@dataclass
+class ClassPrompts:
+    """A class set's prompts and their embeddings."""
+
+    names: list[str]
+    prompts: list[list[str]] | None     # None when the features were given as they are
+    features: torch.Tensor              # (classes, prompts, dim) L2-normalised, zero rows where padded
+    mask: torch.Tensor | None           # (classes, prompts) bool, real prompts; None: all are real
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def align_descriptions(classnames: Sequence[str], descriptions) -> list[list[str]] | None:
+    """Each class's descriptions in class order, from a :class:`~awt.descriptions.DescriptionSet`
+    (by index where it is a cache of these classes), a ``{name: [sentences]}`` mapping, or lists."""
+    if descriptions is None:
+        return None
+    if hasattr(descriptions, "for_classes"):
+        return descriptions.for_classes(classnames)
+    if isinstance(descriptions, Mapping):
+        missing = [n for n in classnames if n not in descriptions]
+        if missing:
+            raise AWTError(f"no descriptions for {len(missing)} class(es): {', '.join(map(repr, missing[:5]))}")
+        return [list(descriptions[n]) for n in classnames]
+    return [list(d) for d in descriptions]
+
+
+def encode_classes(
+    backbone,
+    classnames: Sequence[str],
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    descriptions=None,
+    descriptions_per_class: int = DEFAULT_DESCRIPTIONS,
+    allow_fewer_descriptions: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> ClassPrompts:
+    """Build every class's prompts (:func:`build_prompts`) and encode them (:func:`encode_prompts`)."""
+    if not classnames:
+        raise AWTError("no classes given")
+    names = list(classnames)
+    aligned = align_descriptions(names, descriptions)
+    prompts = build_prompts(names, template, aligned, descriptions_per_class, allow_fewer_descriptions)
+    features, mask = encode_prompts(backbone, prompts, cache_dir, progress)
+    return ClassPrompts(names, prompts, features, mask)

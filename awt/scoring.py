@@ -8,7 +8,7 @@ shifts every class equally, so it is left out of the transport (and of the score
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ class AWTConfig:
     epsilon: float = 0.1
     max_iter: int = 100
     tol: float = 1e-2
-    uniform_weights: bool = False  # the 'awt-uniform' ablation: no entropy weighting
+    uniform_weights: bool = field(default=False, metadata={"config": False})  # the 'awt-uniform' method
 
 
 # Elements of the (images, classes, views, prompts) kernel held at once, and of one temporary

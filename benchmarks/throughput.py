@@ -31,8 +31,10 @@ import torch.nn.functional as F
 
 import awt
 from awt.backbone import create_backbone, resolve_device
-from awt.classifier import AWTClassifier, default_workers
+from awt.classifier import AWTClassifier
+from awt.prompts import ClassPrompts
 from awt.images import find_images, load_image
+from awt.views import default_workers
 from awt.reference import paper_awt_scores_single
 from awt.scoring import awt_scores, awt_scores_from_features
 from awt.transport import sinkhorn
@@ -241,7 +243,8 @@ def main() -> None:
     # one-off cost per class set (cached on disk in real use) and does not touch the image side.
     dim = backbone.encode_texts(["a photo of a cat."]).shape[-1]
     text = random_text_features(args.classes, prompts, dim, device)
-    clf = AWTClassifier(backbone, [f"class {i}" for i in range(args.classes)], views=args.views, text_features=text)
+    names = [f"class {i}" for i in range(args.classes)]
+    clf = AWTClassifier(backbone, names, views=args.views, classes=ClassPrompts(names, None, text, None))
     result: dict = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
                     "cpu_count": os.cpu_count(), "torch": torch.__version__, "awt": awt.__version__,
                     "platform": platform.platform(), "model": args.model, "precision": backbone.precision,

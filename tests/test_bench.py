@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 
-from awt.backbone import Backbone
 from awt.bench.datasets import (
     clean_classname,
     read_coop_split,
@@ -22,18 +21,17 @@ from awt.bench.datasets import (
     read_labels_csv,
     stratified_subset,
 )
+from awt.backbone_open_clip import OpenCLIPBackbone
+from awt.bench.config import load_config
 from awt.bench.features import compute_features, is_out_of_memory
-from awt.bench.runner import (
-    compute_metrics,
-    load_config,
-    mean_per_class_recall,
-    metrics_from_topk,
-    plan_runs,
-    run_bench,
-    top_k_accuracy,
-)
-from awt.classifier import METHODS, AWTClassifier
+from awt.bench.metrics import compute_metrics, mean_per_class_recall, metrics_from_topk, top_k_accuracy
+from awt.bench.plan import plan_runs
+from awt.bench.runner import run_bench
+from awt.classifier import AWTClassifier
 from awt.errors import AWTError
+from awt.methods import method_names
+
+METHODS = method_names()
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "benchmarks" / "configs" / "smoke.yaml"
@@ -45,12 +43,12 @@ RUN_FIELDS = ("backbone", "pretrained", "dataset", "method", "views", "descripti
 # -- helpers ----------------------------------------------------------------------------------------
 
 class EncodeCounter:
-    """Wraps Backbone.encode_images (class-wide): counts calls and images; can fail on purpose."""
+    """Wraps OpenCLIPBackbone.encode_images (class-wide): counts calls and images; can fail on purpose."""
 
     def __init__(self, monkeypatch, views: int | None = None, fail=None):
         self.calls, self.rows, self.batches = 0, 0, []
         self.fail = fail
-        original = Backbone.encode_images
+        original = OpenCLIPBackbone.encode_images
         counter = self
 
         def encode(bb, pixels):
@@ -61,7 +59,7 @@ class EncodeCounter:
             counter.batches.append(pixels.shape[0])
             return original(bb, pixels)
 
-        monkeypatch.setattr(Backbone, "encode_images", encode)
+        monkeypatch.setattr(OpenCLIPBackbone, "encode_images", encode)
 
     def images(self, views: int) -> int:
         return self.rows // (views + 1)
@@ -329,8 +327,8 @@ def test_cli_prints_one_line_error(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from awt.bench.command import bench
     from awt.cli import user_errors
+    from awt.cli.bench import bench
 
     app = typer.Typer()
     app.command()(user_errors(bench))

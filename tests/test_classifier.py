@@ -190,9 +190,9 @@ def test_text_embeddings_are_cached_on_disk(tiny_backbone, tmp_path):
     calls = []
     original = tiny_backbone.encode_texts
 
-    def counting(texts, batch_size=256):
+    def counting(texts):
         calls.append(len(texts))
-        return original(texts, batch_size)
+        return original(texts)
 
     tiny_backbone.encode_texts = counting
     try:
@@ -224,7 +224,7 @@ def test_too_few_descriptions_is_an_error_naming_the_class(tiny_backbone, tmp_pa
         AWTClassifier(tiny_backbone, ["cat", "dog"], descriptions=descriptions, descriptions_per_class=2, cache_dir=None)
     clf = AWTClassifier(tiny_backbone, ["cat", "dog"], descriptions=descriptions, descriptions_per_class=2,
                         allow_fewer_descriptions=True, cache_dir=None, views=1)
-    assert clf.prompt_mask.tolist() == [[True, True, True], [True, True, False]]
+    assert clf.classes.mask.tolist() == [[True, True, True], [True, True, False]]
     assert float(clf.text_features[1, 2].abs().sum()) == 0.0
 
 

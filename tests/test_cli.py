@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_awt(*args: str, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "AWT_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    return subprocess.run([sys.executable, "-m", "awt.cli", *args], capture_output=True, text=True, env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "awt", *args], capture_output=True, text=True, env=env, cwd=REPO,
                           timeout=300)
 
 

@@ -17,12 +17,10 @@ import typer
 from typer.testing import CliRunner
 
 from awt.describe.clean import clean_answer, parse_questions, split_sentences
-from awt.describe.command import describe
-from awt.describe.generate import (
-    DescribeSettings,
-    exclusive_lock,
-    run_describe,
-)
+from awt.cli.describe import describe
+from awt.describe.cache import exclusive_lock
+from awt.describe.generate import DescribeSettings
+from awt.describe.run import run_describe
 from awt.describe.inputs import load_prompts
 from awt.describe.llm import RetryPolicy, endpoint_host, redact, resolve_endpoint
 from awt.descriptions import load_descriptions
@@ -341,7 +339,7 @@ def test_custom_prompts_file_is_used(server: FakeOpenAI, files: dict[str, Path],
 def _cli(files: dict[str, Path], srv: FakeOpenAI, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.base_url,
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "awt.describe", "--classes", str(files["classes"]), "--out", str(files["out"]),
+    cmd = [sys.executable, "-m", "awt", "describe", "--classes", str(files["classes"]), "--out", str(files["out"]),
            "--questions", str(files["questions"]), "--per-class", "10", "--timeout", "5", "--concurrency", "2", *extra]
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

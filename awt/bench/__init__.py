@@ -2,19 +2,13 @@
 
 ``awt bench CONFIG.yaml --output DIR`` (see ``benchmarks/README.md``); in Python::
 
-    from awt.bench import load_config, run_bench
+    from awt.bench.config import load_config
+    from awt.bench.runner import run_bench
     result = run_bench(load_config("benchmarks/configs/smoke.yaml"), "runs/smoke")
+
+Modules, in the order a sweep uses them: :mod:`~awt.bench.config` (the schema and its loader),
+:mod:`~awt.bench.plan` (runs and their keys), :mod:`~awt.bench.datasets` and
+:mod:`~awt.bench.prepare` (reading data), :mod:`~awt.bench.features` (encoded views on disk),
+:mod:`~awt.bench.metrics`, :mod:`~awt.bench.records` (one JSON per run),
+:mod:`~awt.bench.runner` (the sweep) and :mod:`~awt.bench.report` (the summary).
 """
-
-from .datasets import LabeledImages, read_dataset, stratified_subset
-from .features import FeatureSet, compute_features
-from .runner import (
-    BenchConfig, BenchResult, compute_metrics, load_config, mean_per_class_recall, plan_runs, run_bench,
-    top_k_accuracy,
-)
-
-__all__ = [
-    "BenchConfig", "BenchResult", "FeatureSet", "LabeledImages", "compute_features", "compute_metrics",
-    "load_config", "mean_per_class_recall", "plan_runs", "read_dataset", "run_bench", "stratified_subset",
-    "top_k_accuracy",
-]

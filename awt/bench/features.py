@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..classifier import AWTClassifier
 from ..errors import AWTError
-from ..prompts import atomic_torch_save
+from ..files import atomic_torch_save, atomic_write_text
+from ..views import encode_views
 
 FEATURES_VERSION = 1
 
@@ -67,18 +66,6 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return self.features.shape[0]
-
-
-class _ViewEncoder:
-    """What ``AWTClassifier.iter_image_features`` reads of its classifier: a backbone, views, a seed.
-
-    Borrowing that method keeps the benchmark's features identical to what ``awt classify`` scores.
-    """
-
-    iter_image_features = AWTClassifier.iter_image_features
-
-    def __init__(self, backbone, views: int, seed: int):
-        self.backbone, self.views, self.seed = backbone, views, seed
 
 
 def _load_finished(path: Path, n: int, views: int) -> dict | None:
@@ -142,7 +129,6 @@ def compute_features(
     for part in parts:
         done[part["positions"]] = True
     resumed = bool(done.any())
-    encoder = _ViewEncoder(backbone, views, seed)
     buffer: list[tuple[list[int], torch.Tensor, list[tuple[int, str]]]] = []
     clock = {"start": time.perf_counter(), "count": len(parts)}
     encoded = 0
@@ -177,7 +163,8 @@ def compute_features(
             todo = (~done).nonzero().flatten().tolist()
             try:
                 batches = 0
-                stream = encoder.iter_image_features([paths[i] for i in todo], batch, workers)
+                stream = encode_views(backbone, [paths[i] for i in todo], views=views, seed=seed, batch_size=batch,
+                                      num_workers=workers)
                 try:
                     for fb in stream:
                         positions = [todo[i] for i in fb.indices]
@@ -237,23 +224,6 @@ def compute_features(
         pass
     return FeatureSet(features, valid, errors, views, seed, final, "resumed" if resumed else "computed", encoded,
                       seconds, batch)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` so that ``path`` is either the old file or the whole new one (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _atomic_write_json(path: Path, obj) -> None:

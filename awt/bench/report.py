@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
-import sys
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .features import atomic_write_text
+from ..files import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
-    from .runner import BenchConfig
+    from .config import BenchConfig
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "seed", "images",
            "top1", "top5", "mean_per_class_recall", "wall_time_s", "images_per_s")
@@ -90,7 +92,7 @@ def write_summary(output: Path, records: Sequence[dict], config: "BenchConfig | 
         if plot_summary(records, png, config):
             files["png"] = png
     except ImportError:
-        print("note: matplotlib is not installed: no summary.png (pip install 'awt[bench]')", file=sys.stderr)
+        log.warning("matplotlib is not installed: no summary.png (pip install 'awt[bench]')")
     return files
 
 
@@ -109,7 +111,7 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .runner import effective_settings
+    from .plan import effective_settings
 
     views_list = config.settings.views if config else sorted({r["views"] for r in records})
     m_list = config.settings.descriptions_per_class if config else sorted({r["descriptions_per_class"] for r in records})
@@ -130,6 +132,9 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
     color = {m: cmap(i % 10) for i, m in enumerate(methods)}
 
     ax = axes[0][0]
+    # each method's own N and M: what it really read at the first swept values
+    desc_any = any(has_desc.values()) if has_desc else True
+    own = {m: effective_settings(m, views_list[0], m_list[0], desc_any) for m in methods}
     width = 0.8 / max(1, len(methods))
     for j, method in enumerate(methods):
         xs, ys, errs = [], [], []
@@ -142,12 +147,23 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
                 ys.append(mu)
                 errs.append(math.sqrt(_mean([(v - mu) ** 2 for v in vals])) if len(vals) > 1 else 0.0)
         if xs:
-            bars = ax.bar(xs, ys, width, yerr=errs if any(errs) else None, label=method, color=color[method])
+            label = f"{method} (N={own[method][0]}, M={own[method][1]})"
+            bars = ax.bar(xs, ys, width, yerr=errs if any(errs) else None, label=label, color=color[method])
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    for i, g in enumerate(groups):  # chance: one class in `classes`, guessed
+        classes = next((r.get("classes") for r in records if (r["backbone"], r["dataset"]) == g and r.get("classes")),
+                       None)
+        if classes:
+            ax.hlines(100.0 / classes, i - 0.45, i + 0.45, colors="0.3", linestyles=":",
+                      label="chance" if i == 0 else None)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{d}\n{b}" if multi_backbone else d for b, d in groups])
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"N={views_list[0]}, M={m_list[0]}" + (" (mean over seeds)" if config and len(config.settings.seeds) > 1 else ""))
+    backbones = list(dict.fromkeys(
+        f"{r['backbone']}" + (" (random weights)" if str(r.get("pretrained", "")).lower() in ("none", "") else "")
+        for r in records))
+    seeds = " (mean over seeds)" if config and len(config.settings.seed) > 1 else ""
+    ax.set_title(f"{', '.join(backbones)}: top-1 at N={views_list[0]}, M={m_list[0]}{seeds}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylim(bottom=0)
     ax.margins(y=0.12)
@@ -176,9 +192,6 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    tmp.replace(path)
     return True

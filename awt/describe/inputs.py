@@ -1,45 +1,21 @@
-"""Inputs of `awt describe`: the class file, a questions file, and the prompt texts (YAML)."""
+"""Inputs of `awt describe`: a questions file and the prompt texts (YAML)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-import awt
 from awt.describe.clean import check_question
-from awt.classes import read_class_file
 from awt.errors import AWTError
+from awt.files import read_lines
 
-DEFAULT_PROMPTS = Path(awt.__file__).resolve().parent.parent / "descriptions" / "prompts.yaml"
-
-
-def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
-    """(line number, text) of the non-blank lines not starting with '#'."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise AWTError(f"{what} file not found: {path}") from None
-    except IsADirectoryError:
-        raise AWTError(f"{what} path is a directory, not a file: {path}") from None
-    except UnicodeDecodeError as e:
-        raise AWTError(f"{what} file {path} is not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise AWTError(f"cannot read {what} file {path}: {e.strerror or e}") from None
-    out = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            out.append((number, line))
-    return out
-
-
-def read_classes(path: Path) -> list[str]:
-    """Class names, one per line; blank lines and '#' comments ignored (the classifier's reader)."""
-    return read_class_file(path)
+#: the prompt texts shipped in the package (``importlib.resources``: works from a wheel too)
+DEFAULT_PROMPTS = "prompts.yaml"
 
 
 def read_questions(path: Path) -> list[str]:
@@ -91,13 +67,12 @@ class Prompts:
 
 
 def load_prompts(path: Path | None = None) -> Prompts:
-    """Prompt texts from YAML (the repo's descriptions/prompts.yaml by default)."""
-    p = path or DEFAULT_PROMPTS
+    """Prompt texts from YAML (by default the package's own ``awt/describe/prompts.yaml``)."""
+    p = path if path is not None else resources.files("awt.describe").joinpath(DEFAULT_PROMPTS)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        hint = "" if path else " (the default lives in the repository's descriptions/ folder; pass --prompts FILE)"
-        raise AWTError(f"prompts file not found: {p}{hint}") from None
+        raise AWTError(f"prompts file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise AWTError(f"cannot read prompts file {p}: {e}") from None
     except yaml.YAMLError as e:

@@ -1,20 +1,18 @@
-"""The `awt describe` command: LLM-written class descriptions, cached on disk."""
+"""``awt describe``: LLM-written class descriptions, cached on disk (imports no torch)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from awt.describe.generate import (
-    DEFAULT_LLM,
-    DescribeInterrupted,
-    DescribeReport,
-    DescribeSettings,
-    run_describe,
-)
-from awt.errors import AWTError
+from ..describe.generate import DescribeSettings
+
+_DEFAULT = DescribeSettings(classes=Path(), out=Path())  # the library's defaults, shown by --help
+
+if TYPE_CHECKING:
+    from ..describe.generate import DescribeReport
 
 _SHOWN_FAILURES = 20
 
@@ -22,20 +20,23 @@ _SHOWN_FAILURES = 20
 def describe(
     classes: Annotated[Path, typer.Option("--classes", help="Class names, one per line ('#' comments and blank lines ignored).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Cache file to write (JSON). An existing one is resumed.", show_default=False)],
-    dataset_description: Annotated[str, typer.Option("--dataset-description", help="One line about the dataset for step 1, e.g. 'consists of 101 food categories'.")] = "",
+    dataset_description: Annotated[str, typer.Option("--dataset-description", help="One line about the dataset for step 1, e.g. 'consists of 101 food categories'.")] = _DEFAULT.dataset_description,
     questions: Annotated[Optional[Path], typer.Option("--questions", help="Skip step 1: your questions, one per line, each with {} for the class name.")] = None,
-    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Minimum unique descriptions per class (M).")] = 50,
-    llm: Annotated[str, typer.Option("--llm", help="Model name sent to the endpoint.")] = DEFAULT_LLM,
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Minimum unique descriptions per class (M).")] = _DEFAULT.per_class,
+    llm: Annotated[str, typer.Option("--llm", help="Model name sent to the endpoint.")] = _DEFAULT.llm,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI). The key comes from $OPENAI_API_KEY.", show_default=False)] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Classes described at the same time (one request in flight each).")] = 8,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds to wait for one answer before retrying.")] = 60.0,
-    num_questions: Annotated[int, typer.Option("--num-questions", min=1, max=50, help="Questions to ask for in step 1.")] = 8,
-    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=100, help="Tries per request (timeouts, 429, 5xx, unusable answers).")] = 6,
-    max_requests: Annotated[int, typer.Option("--max-requests", min=0, help="HTTP requests per class, retries included; 0 = 2 x (questions + M).")] = 0,
-    backoff: Annotated[float, typer.Option("--backoff", min=0.0, help="First retry delay in seconds; doubles per attempt (capped at 20 s), with jitter.")] = 1.0,
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Prompt texts (YAML) instead of the repo's descriptions/prompts.yaml.", show_default=False)] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Classes described at the same time (one request in flight each).")] = _DEFAULT.concurrency,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds to wait for one answer before retrying.")] = _DEFAULT.timeout,
+    num_questions: Annotated[int, typer.Option("--num-questions", min=1, max=50, help="Questions to ask for in step 1.")] = _DEFAULT.num_questions,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=100, help="Tries per request (timeouts, 429, 5xx, unusable answers).")] = _DEFAULT.max_attempts,
+    max_requests: Annotated[int, typer.Option("--max-requests", min=0, help="HTTP requests per class, retries included; 0 = 2 x (questions + M).")] = _DEFAULT.max_requests,
+    backoff: Annotated[float, typer.Option("--backoff", min=0.0, help="First retry delay in seconds; doubles per attempt (capped at 20 s), with jitter.")] = _DEFAULT.backoff,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Prompt texts (YAML) instead of the packaged ones (awt/describe/prompts.yaml).", show_default=False)] = None,
 ) -> None:
     """Generate AWT class descriptions with an LLM (two-step, dataset-aware prompting)."""
+    from ..describe.generate import DescribeInterrupted
+    from ..describe.run import run_describe
+
     settings = DescribeSettings(
         classes=classes, out=out, dataset_description=dataset_description, questions=questions,
         num_questions=num_questions, per_class=per_class, llm=llm, base_url=base_url,
@@ -55,7 +56,7 @@ def describe(
         raise typer.Exit(1)
 
 
-def summary_lines(report: DescribeReport) -> list[str]:
+def summary_lines(report: "DescribeReport") -> list[str]:
     """The short summary printed at the end of a run."""
     s = report.stats
     lines = [
@@ -75,7 +76,7 @@ def summary_lines(report: DescribeReport) -> list[str]:
     return lines
 
 
-def failure_lines(report: DescribeReport) -> list[str]:
+def failure_lines(report: "DescribeReport") -> list[str]:
     """Which classes could not be completed, and why."""
     n = len(report.failures) + len(report.not_attempted)
     lines = []
@@ -92,32 +93,3 @@ def failure_lines(report: DescribeReport) -> list[str]:
     if report.not_attempted:
         lines.append(f"  {len(report.not_attempted)} classes not attempted after stopping early")
     return lines
-
-
-def make_app() -> typer.Typer:
-    """A one-command app, for `python -m awt.describe` and tests."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command("describe")(describe)
-    return app
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Run `describe` standalone; AWTError becomes a one-line message and exit code 1."""
-    import click
-
-    command = typer.main.get_command(make_app())
-    try:
-        # without standalone mode, click returns typer.Exit's code instead of exiting
-        rc = command.main(args=argv, prog_name="awt describe", standalone_mode=False)
-    except AWTError as e:
-        typer.echo(f"error: {e}", err=True)
-        return 1
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        return int(e.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        return 130
-    return rc if isinstance(rc, int) else 0

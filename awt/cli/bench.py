@@ -1,8 +1,4 @@
-"""The ``awt bench`` command: run a benchmark config, print the summary table.
-
-Registered in ``awt/cli.py`` (``app.command("bench")(user_errors(bench))``); until then, or to run it
-alone: ``python -m awt.bench.command CONFIG.yaml --output DIR``.
-"""
+"""``awt bench``: run a benchmark config, print the summary table."""
 
 from __future__ import annotations
 
@@ -17,16 +13,20 @@ def bench(
                                   show_default=False),
     output: Path = typer.Option(Path("runs/bench"), "--output", "-o",
                                 help="Folder for run records (runs/), the summary files and the caches (cache/)."),
-    force: bool = typer.Option(False, "--force", help="Run again the runs already on disk (feature and text caches are still used)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device: auto, cpu, cuda, cuda:1, ..."),
+    force: bool = typer.Option(False, "--force", help="Run again the runs already on disk (feature and text caches "
+                               "are still used)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device: auto, cpu, cuda, "
+                                         "cuda:1, ...", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run every (backbone, dataset, method) of a benchmark config; write one JSON per run and a summary.
 
-    Runs already in OUTPUT are skipped (unless --force); image features are encoded once per (backbone, dataset, views, seed) and shared by all methods; an interrupted run resumes.
+    Runs already in OUTPUT are skipped (unless --force); image features are encoded once per (backbone,
+    dataset, views, seed) and shared by all methods; an interrupted run resumes.
     """
-    from .report import markdown_table
-    from .runner import load_config, run_bench
+    from ..bench.config import load_config
+    from ..bench.report import markdown_table
+    from ..bench.runner import run_bench
 
     cfg = load_config(config, device=device)
     result = run_bench(cfg, output, force=force, progress=not quiet)
@@ -37,15 +37,3 @@ def bench(
         f"{computed} feature set(s) encoded, {len(result.feature_sets) - computed} loaded from cache; "
         f"{result.seconds:.1f} s", err=True)
     typer.echo("wrote " + ", ".join(str(p) for p in result.files.values()), err=True)
-
-
-def main() -> None:
-    from ..cli import user_errors  # imported here: awt.cli imports this module to register the command
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(user_errors(bench))
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,346 @@
+"""Benchmark configs: the YAML schema as dataclasses, and its loader.
+
+A config names backbones, datasets, methods and settings; every run of the sweep is one (backbone,
+dataset, method, views, descriptions per class, seed). The keys a section accepts are its
+dataclass's fields, so the schema has one home. Every problem is an AWTError naming the file and
+the key: ``bench.yaml: datasets[1] (dtd).descriptions: descriptions file ... not found``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import defaults
+from ..defaults import PRECISIONS
+from ..errors import AWTError
+from ..methods import method_names
+from ..prompts import DEFAULT_TEMPLATE, check_template
+from ..scoring import AWTConfig
+from .datasets import FORMATS
+
+_INTERNAL = {"config": False}   # a field that is not a config key
+_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+
+
+def config_keys(cls) -> tuple[str, ...]:
+    """The keys a config section accepts: its dataclass's fields, less the internal ones."""
+    return tuple(f.name for f in fields(cls) if f.metadata.get("config", True))
+
+
+@dataclass
+class BackboneSpec:
+    name: str
+    model: str                      # what create_backbone gets (an inline config becomes local-dir: later)
+    pretrained: str | None
+    precision: str
+    model_cfg: dict | None = None   # an inline open_clip model config (random weights)
+    preprocess_cfg: dict | None = None
+    identity: dict = field(default_factory=dict, metadata=_INTERNAL)   # as written, for run keys
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    path: Path
+    format: str
+    template: str
+    descriptions: Path | None
+    limit: int | None
+    subset_seed: int
+    clean_names: bool
+    allow_fewer_descriptions: bool
+    image_dir: Path | None = None
+    classnames: Path | None = None
+    classname_column: str | None = None
+    part: str = "test"
+    identity: dict = field(default_factory=dict, metadata=_INTERNAL)
+
+
+@dataclass
+class Settings:
+    views: list[int] = field(default_factory=lambda: [defaults.VIEWS])
+    descriptions_per_class: list[int] = field(default_factory=lambda: [defaults.DESCRIPTIONS_PER_CLASS])
+    seed: list[int] = field(default_factory=lambda: [defaults.SEED])
+    batch_size: int = defaults.BATCH_SIZE
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int | None = None
+    cache_dir: Path | None = None
+    shard_batches: int = 16          # loader batches per feature part on disk
+    limit: int | None = None         # the datasets' defaults from here on
+    subset_seed: int = 0
+    clean_names: bool = True
+    allow_fewer_descriptions: bool = False
+    awt: AWTConfig = AWTConfig()
+
+
+@dataclass
+class BenchConfig:
+    name: str
+    description: str
+    data_root: Path
+    descriptions_root: Path
+    methods: list[str]
+    settings: Settings
+    backbones: list[BackboneSpec]
+    datasets: list[DatasetSpec]
+    path: Path = field(default=Path(), metadata=_INTERNAL)
+    raw: dict = field(default_factory=dict, metadata=_INTERNAL)
+
+
+def _fail(path: Path, key: str, message: str) -> AWTError:
+    return AWTError(f"{path}: {key}: {message}")
+
+
+def _check_keys(obj: Any, known: Sequence[str], where: str, path: Path) -> dict:
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise _fail(path, where or "config", f"must be a mapping, got {type(obj).__name__}")
+    for k in obj:
+        if k not in known:
+            key = f"{where}.{k}" if where else str(k)
+            raise _fail(path, key, f"unknown key (known: {', '.join(known)})")
+    return obj
+
+
+def _entries(top: dict, section: str, known: Sequence[str], path: Path) -> list[tuple[str, dict]]:
+    """The mappings of a non-empty list section, each with its key (``datasets[2]``), keys checked."""
+    raw = top.get(section)
+    if not isinstance(raw, list) or not raw:
+        raise _fail(path, section, "must be a non-empty list")
+    return [(f"{section}[{i}]", _check_keys(item, known, f"{section}[{i}]", path)) for i, item in enumerate(raw)]
+
+
+def _as_int(value: Any, key: str, path: Path, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(path, key, f"must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise _fail(path, key, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _as_int_list(value: Any, key: str, path: Path, minimum: int) -> list[int]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise _fail(path, key, "must not be empty")
+    out = [_as_int(v, key, path, minimum) for v in values]
+    return list(dict.fromkeys(out))
+
+
+def _as_bool(value: Any, key: str, path: Path) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _as_str(value: Any, key: str, path: Path) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, key, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _resolve(value: str, base: Path, key: str = "", config: Path | None = None) -> Path:
+    """``~`` and ``$VARS`` expanded; relative to ``base``."""
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset and config is not None:
+        raise _fail(config, key, f"environment variable {unset[0]} is not set (in {value!r}); set it or write the path")
+    p = Path(expanded)
+    return p if p.is_absolute() else base / p
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or os.sep in value or value.endswith(_CHECKPOINT_SUFFIXES)
+
+
+def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConfig:
+    """Read and check a benchmark config; relative paths are relative to the config file's folder.
+
+    Every problem is an AWTError naming the file and the key (``datasets[1].descriptions: ... not found``).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise AWTError(f"{path}: benchmark config not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AWTError(f"{path}: not a readable YAML file: {first}") from None
+    top = _check_keys(raw, config_keys(BenchConfig), "", path)
+    if not top:
+        raise AWTError(f"{path}: empty config")
+    base = path.resolve().parent
+    data_root = (_resolve(_as_str(top["data_root"], "data_root", path), base, "data_root", path)
+                 if top.get("data_root") is not None else base)
+    if not data_root.is_dir():
+        raise _fail(path, "data_root", f"{data_root} not found")
+    desc_root = (_resolve(_as_str(top["descriptions_root"], "descriptions_root", path), base, "descriptions_root", path)
+                 if top.get("descriptions_root") is not None else base)
+
+    # methods
+    methods_raw = top.get("methods", method_names())
+    if methods_raw == "all":
+        methods_raw = method_names()
+    if isinstance(methods_raw, str):
+        methods_raw = [methods_raw]
+    if not isinstance(methods_raw, list) or not methods_raw:
+        raise _fail(path, "methods", f"must be a list of methods ({', '.join(method_names())}) or 'all'")
+    for i, m in enumerate(methods_raw):
+        if m not in method_names():
+            raise _fail(path, f"methods[{i}]", f"unknown method {m!r} (choose from {', '.join(method_names())})")
+    methods = list(dict.fromkeys(methods_raw))
+
+    # settings
+    s = _check_keys(top.get("settings"), config_keys(Settings), "settings", path)
+    awt_raw = _check_keys(s.get("awt"), config_keys(AWTConfig), "settings.awt", path)
+    try:
+        awt_cfg = AWTConfig(**{k: (int(v) if k == "max_iter" else float(v)) for k, v in awt_raw.items()})
+    except (TypeError, ValueError) as e:
+        raise _fail(path, "settings.awt", str(e)) from None
+    d = Settings()
+    settings = Settings(
+        views=_as_int_list(s.get("views", d.views), "settings.views", path, 0),
+        descriptions_per_class=_as_int_list(s.get("descriptions_per_class", d.descriptions_per_class),
+                                            "settings.descriptions_per_class", path, 0),
+        seed=_as_int_list(s.get("seed", d.seed), "settings.seed", path, 0),
+        batch_size=_as_int(s.get("batch_size", d.batch_size), "settings.batch_size", path, 1),
+        device=device or _as_str(s.get("device", d.device), "settings.device", path),
+        precision=_as_str(s.get("precision", d.precision), "settings.precision", path),
+        workers=_as_int(s.get("workers", d.workers), "settings.workers", path, 0, allow_none=True),
+        cache_dir=(_resolve(_as_str(s["cache_dir"], "settings.cache_dir", path), base, "settings.cache_dir", path)
+                   if s.get("cache_dir") else None),
+        shard_batches=_as_int(s.get("shard_batches", d.shard_batches), "settings.shard_batches", path, 1),
+        limit=_as_int(s.get("limit", d.limit), "settings.limit", path, 1, allow_none=True),
+        subset_seed=_as_int(s.get("subset_seed", d.subset_seed), "settings.subset_seed", path, 0),
+        clean_names=_as_bool(s.get("clean_names", d.clean_names), "settings.clean_names", path),
+        allow_fewer_descriptions=_as_bool(s.get("allow_fewer_descriptions", d.allow_fewer_descriptions),
+                                          "settings.allow_fewer_descriptions", path),
+        awt=awt_cfg,
+    )
+    from ..backbone import resolve_device
+
+    try:
+        resolve_device(settings.device)
+    except AWTError as e:
+        raise _fail(path, "settings.device", str(e)) from None
+
+    # backbones
+    backbones: list[BackboneSpec] = []
+    for key, b in _entries(top, "backbones", config_keys(BackboneSpec), path):
+        precision = _as_str(b.get("precision", settings.precision), f"{key}.precision", path)
+        if precision not in PRECISIONS:
+            where = f"{key}.precision" if "precision" in b else "settings.precision"
+            raise _fail(path, where, f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+        if b.get("model_cfg") is not None:
+            if b.get("model") is not None:
+                raise _fail(path, key, "give either model or model_cfg, not both")
+            if not isinstance(b["model_cfg"], dict):
+                raise _fail(path, f"{key}.model_cfg", "must be a mapping (an open_clip model config)")
+            if b.get("preprocess_cfg") is not None and not isinstance(b["preprocess_cfg"], dict):
+                raise _fail(path, f"{key}.preprocess_cfg", "must be a mapping")
+            identity = {"model_cfg": b["model_cfg"], "preprocess_cfg": b.get("preprocess_cfg"), "precision": precision}
+            digest = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=4).hexdigest()
+            name = _slug(str(b.get("name") or f"inline-{digest}"))
+            backbones.append(BackboneSpec(name, "", None, precision, b["model_cfg"], b.get("preprocess_cfg"), identity))
+            continue
+        if b.get("preprocess_cfg") is not None:
+            raise _fail(path, f"{key}.preprocess_cfg", "only goes with model_cfg")
+        model = _as_str(b.get("model"), f"{key}.model", path)
+        pretrained = b.get("pretrained")
+        if model.startswith("local-dir:"):
+            local = _resolve(model[len("local-dir:"):], base, f"{key}.model", path)
+            if not local.is_dir():
+                raise _fail(path, f"{key}.model", f"{local} not found")
+            model = f"local-dir:{local}"
+        elif pretrained is None and not model.startswith("hf-hub:"):
+            raise _fail(path, f"{key}.pretrained", "required: a pretrained tag, a checkpoint file, or none")
+        if pretrained is not None:
+            pretrained = _as_str(str(pretrained), f"{key}.pretrained", path)
+            if _looks_like_path(pretrained):
+                ckpt = _resolve(pretrained, base, f"{key}.pretrained", path)
+                if not ckpt.is_file():
+                    raise _fail(path, f"{key}.pretrained", f"checkpoint {ckpt} not found")
+                pretrained = str(ckpt)
+        identity = {"model": b.get("model"), "pretrained": b.get("pretrained"), "precision": precision}
+        name = _slug(str(b.get("name") or (model.split(":", 1)[-1].rsplit("/", 1)[-1] + f"-{pretrained or 'none'}")))
+        backbones.append(BackboneSpec(name, model, pretrained, precision, None, None, identity))
+    _unique([b.name for b in backbones], "backbones", path)
+
+    # datasets
+    datasets: list[DatasetSpec] = []
+    for key, d in _entries(top, "datasets", config_keys(DatasetSpec), path):
+        where = f"{key}" + (f" ({d['name']})" if isinstance(d.get("name"), str) else "")
+        ds_path = _resolve(_as_str(d.get("path"), f"{where}.path", path), data_root, f"{where}.path", path)
+        if not ds_path.exists():
+            raise _fail(path, f"{where}.path", f"{ds_path} not found")
+        fmt = d.get("format", "auto")
+        if fmt not in FORMATS:
+            raise _fail(path, f"{where}.format", f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+        template = _as_str(d.get("template", DEFAULT_TEMPLATE), f"{where}.template", path)
+        try:
+            check_template(template)
+        except AWTError as e:
+            raise _fail(path, f"{where}.template", str(e)) from None
+        desc = None
+        if d.get("descriptions") is not None:
+            desc = _resolve(_as_str(d["descriptions"], f"{where}.descriptions", path), desc_root,
+                            f"{where}.descriptions", path)
+            if not desc.is_file():
+                raise _fail(path, f"{where}.descriptions", f"descriptions file {desc} not found")
+        extra_paths = {}
+        for k in ("image_dir", "classnames"):
+            if d.get(k) is not None:
+                p = _resolve(_as_str(d[k], f"{where}.{k}", path), data_root, f"{where}.{k}", path)
+                if not p.exists():
+                    raise _fail(path, f"{where}.{k}", f"{p} not found")
+                extra_paths[k] = p
+        name = _slug(str(d.get("name") or ds_path.stem))
+        spec = DatasetSpec(
+            name=name, path=ds_path, format=fmt, template=template, descriptions=desc,
+            limit=_as_int(d.get("limit", settings.limit), f"{where}.limit", path, 1, allow_none=True),
+            subset_seed=_as_int(d.get("subset_seed", settings.subset_seed), f"{where}.subset_seed", path, 0),
+            clean_names=_as_bool(d.get("clean_names", settings.clean_names), f"{where}.clean_names", path),
+            allow_fewer_descriptions=_as_bool(d.get("allow_fewer_descriptions", settings.allow_fewer_descriptions),
+                                              f"{where}.allow_fewer_descriptions", path),
+            image_dir=extra_paths.get("image_dir"), classnames=extra_paths.get("classnames"),
+            classname_column=d.get("classname_column"), part=str(d.get("part", "test")),
+        )
+        spec.identity = {
+            "path": d.get("path"), "format": fmt, "image_dir": d.get("image_dir"), "classnames": d.get("classnames"),
+            "classname_column": spec.classname_column, "part": spec.part, "template": template,
+            "descriptions": d.get("descriptions"), "descriptions_sha": _file_digest(desc) if desc else None,
+            "limit": spec.limit, "subset_seed": spec.subset_seed, "clean_names": spec.clean_names,
+            "allow_fewer_descriptions": spec.allow_fewer_descriptions,
+        }
+        datasets.append(spec)
+    _unique([d.name for d in datasets], "datasets", path)
+    return BenchConfig(name=str(top.get("name") or path.stem), description=str(top.get("description") or ""),
+                       data_root=data_root, descriptions_root=desc_root, methods=methods, settings=settings,
+                       backbones=backbones, datasets=datasets, path=path, raw=raw)
+
+
+def _unique(names: list[str], key: str, path: Path) -> None:
+    seen = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise _fail(path, f"{key}[{i}].name", f"{n!r} is used twice; give each entry its own name")
+        seen.add(n)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()

@@ -1,0 +1,82 @@
+"""Run planning: every distinct run of a config, with the settings the method really uses.
+
+A run is one (backbone, dataset, method, views, descriptions per class, seed). Runs record their
+*effective* settings, from the method registry: a method that reads view 0 alone says ``views: 0``;
+one that reads the template alone, or a dataset without descriptions, says
+``descriptions_per_class: 0``; so sweeping a setting never repeats a run that it cannot change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..methods import get_method
+from .config import BackboneSpec, BenchConfig, DatasetSpec, Settings
+
+RUN_VERSION = 1
+
+
+@dataclass
+class Run:
+    backbone: BackboneSpec
+    dataset: DatasetSpec
+    method: str
+    views: int                       # effective: 0 for methods that read view 0 alone
+    descriptions_per_class: int      # effective: 0 for template-only methods or without descriptions
+    seed: int
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        return (f"{self.backbone.name}/{self.dataset.name}/{self.method} "
+                f"views={self.views} M={self.descriptions_per_class} seed={self.seed}")
+
+    def relpath(self) -> Path:
+        return (Path("runs") / self.backbone.name / self.dataset.name /
+                f"{self.method}_v{self.views}_m{self.descriptions_per_class}_s{self.seed}.json")
+
+
+def effective_settings(method: str, views: int, per_class: int, has_descriptions: bool) -> tuple[int, int]:
+    """(views, descriptions per class) that ``method`` really uses."""
+    m = get_method(method)
+    return m.views_used(views), m.descriptions_used(per_class, has_descriptions)
+
+
+def plan_runs(config: BenchConfig) -> list[Run]:
+    """Every distinct run of the config, ordered backbone, dataset, method, views, M, seed."""
+    runs: dict[tuple, Run] = {}
+    s = config.settings
+    for bb in config.backbones:
+        for ds in config.datasets:
+            for method in config.methods:
+                for views in s.views:
+                    for per_class in s.descriptions_per_class:
+                        for seed in s.seed:
+                            v, m = effective_settings(method, views, per_class, ds.descriptions is not None)
+                            ident = (bb.name, ds.name, method, v, m, seed)
+                            if ident not in runs:
+                                run = Run(bb, ds, method, v, m, seed)
+                                run.key = run_key(run, s)
+                                runs[ident] = run
+    return list(runs.values())
+
+
+def resolved_precision(precision: str, device: str) -> str:
+    """``auto`` as create_backbone reads it: fp16 on a GPU, fp32 elsewhere."""
+    from ..backbone import resolve_device, resolve_precision
+
+    return resolve_precision(precision, resolve_device(device))
+
+
+def run_key(run: Run, settings: Settings) -> str:
+    """Digest of everything that can change a run's numbers (not batch size or workers; the device
+    only through the precision it implies)."""
+    backbone = dict(run.backbone.identity, precision=resolved_precision(run.backbone.precision, settings.device))
+    awt = vars(settings.awt) if get_method(run.method).uses_awt_config else None
+    ident = {"version": RUN_VERSION, "backbone": backbone, "dataset": run.dataset.identity,
+             "method": run.method, "views": run.views, "descriptions_per_class": run.descriptions_per_class,
+             "seed": run.seed, "awt": awt}
+    return hashlib.blake2b(json.dumps(ident, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()

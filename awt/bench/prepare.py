@@ -1,0 +1,80 @@
+"""What a sweep reads before any encoding: each dataset with its class names and descriptions, and
+each backbone (an inline model config becomes a ``local-dir:`` model folder in the cache)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..classes import duplicate_names, warn_duplicates
+from ..errors import AWTError
+from ..files import atomic_write_text
+from .config import BackboneSpec, DatasetSpec, Settings
+from .datasets import LabeledImages, clean_classname, read_dataset, stratified_subset
+
+_DEFAULT_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+                       "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+@dataclass
+class PreparedDataset:
+    spec: DatasetSpec
+    images: LabeledImages            # the (limited) images scored
+    total_images: int
+    prompt_names: list[str]
+    descriptions: list[list[str]] | None
+    subset_note: str
+    shared_descriptions: list[str] = field(default_factory=list)  # duplicate names given the same descriptions
+
+
+def prepare_dataset(spec: DatasetSpec, per_class_needed: int, config_path: Path) -> PreparedDataset:
+    """Read a dataset's image list, class names and descriptions; every problem is one AWTError."""
+    full = read_dataset(spec.path, spec.format, image_dir=spec.image_dir, classnames=spec.classnames,
+                        classname_column=spec.classname_column, part=spec.part)
+    if spec.limit is not None and spec.limit < len(full):
+        images = full.subset(stratified_subset(full.paths, full.labels, spec.limit, spec.subset_seed))
+        covered = len(set(images.labels))
+        note = (f"{len(images)} of {len(full)} images, class-stratified round robin (subset_seed "
+                f"{spec.subset_seed}), {covered} of {len(full.classnames)} classes")
+    else:
+        images, note = full, f"all {len(full)} images"
+    warn_duplicates(full.classnames, spec.name)
+    prompt_names = [clean_classname(n) for n in full.classnames] if spec.clean_names else list(full.classnames)
+    aligned, shared = None, []
+    if spec.descriptions is not None:
+        from ..descriptions import load_descriptions
+
+        aligned = load_descriptions(spec.descriptions).for_classes(full.classnames)
+        if per_class_needed and not spec.allow_fewer_descriptions:
+            short = [(n, len(d)) for n, d in zip(full.classnames, aligned) if len(d) < per_class_needed]
+            if short:
+                listed = ", ".join(f"{n!r} ({k})" for n, k in short[:5])
+                raise AWTError(f"{config_path}: datasets ({spec.name}).descriptions: {len(short)} class(es) have fewer "
+                               f"than {per_class_needed} descriptions in {spec.descriptions}: {listed}; lower "
+                               "settings.descriptions_per_class or set allow_fewer_descriptions: true")
+        # a file keyed by name gives each of a repeated name's classes the same descriptions
+        for name in duplicate_names(full.classnames):
+            lists = [aligned[i] for i, n in enumerate(full.classnames) if n == name]
+            if all(d == lists[0] for d in lists):
+                shared.append(name)
+    return PreparedDataset(spec, images, len(full), prompt_names, aligned, note, shared)
+
+
+def _write_inline_model(spec: BackboneSpec, cache_dir: Path) -> str:
+    doc = {"model_cfg": spec.model_cfg, "preprocess_cfg": spec.preprocess_cfg or _DEFAULT_PREPROCESS}
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    digest = hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+    folder = cache_dir / "models" / f"{spec.name}-{digest}"
+    target = folder / "open_clip_config.json"
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        atomic_write_text(target, text)
+    return f"local-dir:{folder.resolve()}"
+
+
+def load_backbone(spec: BackboneSpec, settings: Settings, cache_dir: Path):
+    from ..backbone import create_backbone
+
+    model = _write_inline_model(spec, cache_dir) if spec.model_cfg is not None else spec.model
+    return create_backbone(model, spec.pretrained, settings.device, spec.precision)

@@ -1,0 +1,85 @@
+"""The command line: ``awt classify``, ``awt describe``, ``awt bench``, ``awt models``.
+
+This package is the only place that knows about typer, exit codes and stderr; the library below it
+never imports it. Each command module imports only light modules at load time (its heavy imports
+happen when the command runs), so ``awt --help`` and ``awt describe`` start without torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import warnings
+
+import typer
+
+from .. import __version__
+from ..errors import AWTError
+
+# rich_markup_mode=None: plain click help, which wraps to the terminal and never cuts option names
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Training-free zero-shot image classification with AWT over dual-encoder models.")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class _LowerLevel(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def user_errors(fn):
+    """Run a command with its user errors as one line on stderr: AWTError -> exit status 1, Ctrl-C
+    -> 130; library warnings and log records print as ``warning: ...`` lines."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        warnings.showwarning = _show_warning
+        if not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(_LowerLevel())
+            logging.basicConfig(level=logging.WARNING, handlers=[handler])
+        try:
+            return fn(*args, **kwargs)
+        except AWTError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"awt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Training-free zero-shot image classification with AWT over dual-encoder models."""
+
+
+def _register() -> None:
+    from .bench import bench
+    from .classify import classify
+    from .describe import describe
+    from .models import models
+
+    from .classify import METHODS_EPILOG
+
+    for name, command in (("classify", classify), ("describe", describe), ("bench", bench), ("models", models)):
+        app.command(name, epilog=METHODS_EPILOG if name == "classify" else None)(user_errors(command))
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="awt")

@@ -1,0 +1,124 @@
+"""``awt classify``: images in, ranked classes out, each image's result as soon as it is ready."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .. import defaults
+from ..errors import AWTError
+from ..methods import METHODS
+
+METHODS_EPILOG = "\b\nMethods:\n" + "\n".join(f"  {m.name:<12} {m.summary}" for m in METHODS.values())
+
+
+def classify(
+    images: List[Path] = typer.Argument(..., help="Image files or directories (walked recursively).",
+                                        show_default=False),
+    classes: Path = typer.Option(..., "--classes", help="Class names, one per line ('#' comments, blank lines "
+                                 "ignored).", show_default=False),
+    descriptions: Optional[Path] = typer.Option(None, help="Descriptions JSON: {class: [sentences]} or an "
+                                                "`awt describe` cache.", show_default=False),
+    template: str = typer.Option(defaults.TEMPLATE, help="Prompt template; '{}' is the class name."),
+    views: int = typer.Option(defaults.VIEWS, min=0, help="Random augmented views per image (N); view 0 is the "
+                              "plain centre crop."),
+    descriptions_per_class: Optional[int] = typer.Option(
+        None, min=0, help="Descriptions used per class (M). Default: the cache's own M for an `awt describe` "
+        f"cache, else {defaults.DESCRIPTIONS_PER_CLASS}.", show_default=False),
+    allow_fewer_descriptions: bool = typer.Option(False, "--allow-fewer-descriptions",
+                                                  help="Use what a class has when it has fewer than M."),
+    model: str = typer.Option(defaults.MODEL, help="open_clip model: name, hf-hub:ORG/REPO or local-dir:PATH."),
+    pretrained: str = typer.Option(defaults.PRETRAINED, help="Pretrained tag, checkpoint file, or 'none' for "
+                                   "random weights."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option("auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16, amp, "
+                                  "amp_bf16."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, min=1, help="Images per batch (each with N+1 views)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Image decoding processes (default: by CPU count).",
+                                          show_default=False),
+    seed: int = typer.Option(defaults.SEED, min=0, help="Seed of the random views (with each image's pixels)."),
+    top_k: int = typer.Option(defaults.TOP_K, min=1, help="Predictions shown per image."),
+    method: str = typer.Option(defaults.METHOD, help="Scoring method (listed below)."),
+    json_lines: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one object per image."),
+    cache_dir: Optional[Path] = typer.Option(None, help=f"Embedding cache folder (default ${defaults.CACHE_ENV} "
+                                             "or ~/.cache/awt).", show_default=False),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache."),
+) -> None:
+    """Classify images zero-shot among the classes in --classes."""
+    from ..classes import read_class_file, warn_duplicates
+    from ..methods import get_method
+    from ..prompts import check_cache_dir, check_template, default_cache_dir
+
+    m = get_method(method)
+    check_template(template)
+    names = read_class_file(classes)
+    warn_duplicates(names, str(classes))
+    desc = None
+    if descriptions is not None:
+        from ..descriptions import load_descriptions
+
+        desc = load_descriptions(descriptions)
+    elif m.descriptions_used(1):
+        print("note: no --descriptions given: using the template alone (M=0)", file=sys.stderr)
+    if descriptions_per_class is None:
+        descriptions_per_class = (desc.per_class if desc is not None and desc.per_class
+                                  else defaults.DESCRIPTIONS_PER_CLASS)
+    cache = None if no_cache else check_cache_dir(cache_dir or default_cache_dir())
+
+    from ..backbone import create_backbone
+    from ..classifier import AWTClassifier
+    from ..images import find_images
+
+    paths = find_images([str(p) for p in images])
+    if not paths:
+        raise AWTError("no images found in " + ", ".join(map(str, images)))
+    backbone = create_backbone(model, pretrained, device, precision)
+    clf = AWTClassifier(
+        backbone, names, template=template, descriptions=desc,
+        descriptions_per_class=descriptions_per_class if desc is not None else 0,
+        allow_fewer_descriptions=allow_fewer_descriptions, views=views, seed=seed, cache_dir=cache,
+        progress=True,
+    )
+    _print_results(clf, paths, top_k, method, batch_size, workers, json_lines)
+
+
+def _print_results(clf, paths: list[str], top_k: int, method: str, batch_size: int, workers: int | None,
+                   json_lines: bool) -> None:
+    from tqdm.auto import tqdm
+
+    failed = done = 0
+    bar = tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr, disable=None, dynamic_ncols=True,
+               leave=False)
+    try:
+        for result in clf.iter_classify(paths, top_k=top_k, method=method, batch_size=batch_size,
+                                        num_workers=workers):
+            with tqdm.external_write_mode(file=sys.stdout):
+                if result.error is not None:
+                    failed += 1
+                    print(f"error: {result.image}: {result.error}", file=sys.stderr)
+                    if json_lines:
+                        print(json.dumps({"image": result.image, "error": result.error}, ensure_ascii=False),
+                              flush=True)
+                elif json_lines:
+                    preds = [{"class": p.name, "index": p.index, "score": round(p.score, 4)}
+                             for p in result.predictions]
+                    print(json.dumps({"image": result.image, "predictions": preds}, ensure_ascii=False), flush=True)
+                else:
+                    width = max(len(p.name) for p in result.predictions)
+                    lines = [result.image] + [f"  {rank:>2}. {p.name:<{width}}  {p.score:8.3f}"
+                                              for rank, p in enumerate(result.predictions, 1)]
+                    print("\n".join(lines), flush=True)
+            done += 1
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted after {done} of {len(paths)} images", file=sys.stderr)
+        raise typer.Exit(130) from None
+    bar.close()
+    if failed:
+        print(f"{failed} of {len(paths)} input(s) could not be read", file=sys.stderr)
+        raise typer.Exit(1)

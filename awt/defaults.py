@@ -1,0 +1,14 @@
+"""Every default of the engine, defined once; light (no torch), so the command line reads them too."""
+
+MODEL = "ViT-B-32"
+PRETRAINED = "openai"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "amp", "amp_bf16")
+TEMPLATE = "a photo of a {}"
+VIEWS = 50                  # N: random views per image besides view 0
+DESCRIPTIONS_PER_CLASS = 50  # M: descriptions per class besides the bare template
+SEED = 0
+BATCH_SIZE = 8              # images per batch, each with N + 1 views
+TOP_K = 5
+METHOD = "awt"
+LLM = "gpt-3.5-turbo"       # the model the AWT paper used for its descriptions
+CACHE_ENV = "AWT_CACHE_DIR"

@@ -1,0 +1,79 @@
+"""Files: the one atomic writer every cache and record uses, and the one reader of line lists."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Callable, IO
+
+from .errors import AWTError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` so that it is either the old file or the whole new one.
+
+    ``write`` fills a temporary file in the same folder, which is flushed, fsynced and renamed over
+    ``path``; the folder is then fsynced so that the rename itself survives a crash. The file gets
+    the usual permissions (0o666 less the umask), not the owner-only ones of ``mkstemp``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` (``\\n`` line ends) atomically."""
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically."""
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not possible on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a UTF-8 file that does not start with ``#``.
+
+    Every problem is an AWTError naming the file and what it is: ``x.txt: class file not found``.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise AWTError(f"{p}: {what} file not found") from None
+    except IsADirectoryError:
+        raise AWTError(f"{p}: {what} file expected, found a directory") from None
+    except UnicodeDecodeError as e:
+        raise AWTError(f"{p}: {what} file is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise AWTError(f"{p}: cannot read {what} file: {e.strerror or e}") from None
+    lines = ((n, line.strip()) for n, line in enumerate(text.splitlines(), 1))
+    return [(n, line) for n, line in lines if line and not line.startswith("#")]
