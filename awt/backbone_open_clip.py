@@ -19,10 +19,55 @@ _CPU_ENCODE_CHUNK = 32
 _TEXT_BATCH = 256
 
 
+class CausalTextTower:
+    """A text tower with a causal mask and end-of-text pooling (CLIP, OpenCLIP), run on tokens cut
+    after the longest prompt of the batch.
+
+    With a causal mask, no position attends to a later one, and the pooled end-of-text token sits
+    within the prompt: the padding after it cannot change the feature, so it is not computed.
+    """
+
+    def __init__(self, tower: torch.nn.Module, pool_type: str, eos_id: int | None):
+        self.tower, self.pool_type, self.eos_id = tower, pool_type, eos_id
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "CausalTextTower | None":
+        """The model's text tower if its structure allows cutting the padding, else None (SigLIP's
+        bidirectional tower, class-token pooling, padding masks, Hugging Face text towers)."""
+        tower = getattr(model, "text", model)   # CustomTextCLIP keeps it apart; CLIP inline
+        pool = getattr(tower, "pool_type", getattr(model, "text_pool_type", None))
+        eos = getattr(tower, "eos_id", getattr(model, "text_eos_id", None))
+        parts = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
+        if not all(hasattr(tower, p) for p in parts) or getattr(tower, "attn_mask", None) is None:
+            return None
+        if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
+            return None
+        if pool not in ("argmax", "eos") or (pool == "eos" and eos is None):
+            return None
+        return cls(tower, pool, eos)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(n, context) tokens, padded with 0 -> (n, dim) unnormalised features."""
+        from open_clip.transformer import text_global_pool
+
+        t = self.tower
+        length = int((tokens != 0).any(0).nonzero().max()) + 1 if tokens.numel() else 1
+        tokens = tokens[:, :length]
+        cast = t.transformer.get_cast_dtype()
+        x = t.token_embedding(tokens).to(cast) + t.positional_embedding[:length].to(cast)
+        x = t.transformer(x, attn_mask=t.attn_mask[:length, :length])
+        x = text_global_pool(t.ln_final(x), tokens, self.pool_type, eos_token_id=self.eos_id)
+        projection = t.text_projection
+        if projection is None:
+            return x
+        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+
+
 @dataclass(eq=False)
 class OpenCLIPBackbone(Backbone):
     model: torch.nn.Module = None
     tokenizer: Callable = None
+    text_tower: CausalTextTower | None = None   # None: every prompt runs at the full context length
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -40,12 +85,14 @@ class OpenCLIPBackbone(Backbone):
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> (n, dim) L2-normalised features (float32)."""
+        """Texts -> (n, dim) L2-normalised features (float32). A causal text tower runs each batch
+        only up to its longest prompt (:class:`CausalTextTower`)."""
+        encode = self.text_tower or self.model.encode_text
         out = []
         for start in range(0, len(texts), _TEXT_BATCH):
             tokens = self.tokenizer(list(texts[start:start + _TEXT_BATCH])).to(self.device)
             with self.autocast():
-                out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+                out.append(F.normalize(encode(tokens).float(), dim=-1))
         return torch.cat(out) if out else torch.empty(0, 0, device=self.device)
 
 
@@ -112,5 +159,5 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
         logit_scale=float(net.logit_scale.detach().float().exp().reshape(-1)[0]),
         logit_bias=None if bias is None else float(bias.detach().float().reshape(-1)[0]),
         fingerprint=weights_fingerprint(net, f"{model}|{tag or 'random'}"),
-        model=net, tokenizer=open_clip.get_tokenizer(model),
+        model=net, tokenizer=open_clip.get_tokenizer(model), text_tower=CausalTextTower.of(net),
     )

@@ -132,13 +132,19 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
 def _encode_texts(backbone, texts: list[str], progress: bool) -> torch.Tensor:
     from tqdm.auto import tqdm
 
+    # Batches of similar length: a text tower that stops at a batch's longest prompt then wastes
+    # little on the shorter ones. Characters stand in for tokens; the order is restored after.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     parts = []
     with tqdm(total=len(texts), desc="prompts", unit="prompt", file=sys.stderr, dynamic_ncols=True, leave=False,
               disable=None if progress else True) as bar:
         for start in range(0, len(texts), _TEXT_BATCH):
-            parts.append(backbone.encode_texts(texts[start:start + _TEXT_BATCH]))
+            parts.append(backbone.encode_texts([texts[i] for i in order[start:start + _TEXT_BATCH]]))
             bar.update(len(parts[-1]))
-    return torch.cat(parts)
+    encoded = torch.cat(parts)
+    restored = torch.empty_like(encoded)
+    restored[torch.tensor(order, device=encoded.device)] = encoded
+    return restored
 
 
 @dataclass

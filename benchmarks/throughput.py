@@ -39,6 +39,8 @@ from awt.reference import paper_awt_scores_single
 from awt.scoring import awt_scores, awt_scores_from_features
 from awt.transport import sinkhorn
 
+SHARED_CALTECH = Path(__file__).resolve().parents[1].parent / "shared" / "descriptions" / "awt" / "caltech101.json"
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -203,6 +205,40 @@ def bench_solvers(device, classes, views, prompts, batch, repeat) -> dict:
     return res
 
 
+def bench_prompts(backbone, device: torch.device, path: Path, count: int, repeat: int) -> dict:
+    """Prompts per second: every prompt padded to the full context, against the engine's path
+    (batches of similar length, each cut after its longest prompt where the text tower allows it)."""
+    from awt.descriptions import load_descriptions
+    from awt.prompts import build_prompts, encode_prompts
+
+    ds = load_descriptions(path)
+    prompts = build_prompts(ds.names, "a photo of a {}", ds.descriptions, per_class=10**6, allow_fewer=True)
+    texts = list(dict.fromkeys(t for p in prompts for t in p))[:count]
+    full_batch = 256
+
+    def full() -> torch.Tensor:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), full_batch):
+                tokens = backbone.tokenizer(texts[start:start + full_batch]).to(device)
+                with backbone.autocast():
+                    out.append(torch.nn.functional.normalize(backbone.model.encode_text(tokens).float(), dim=-1))
+        return torch.cat(out)
+
+    reference = full()
+    t_full = timed(full, device, repeat)
+    ours, _ = encode_prompts(backbone, [[t] for t in texts], None)
+    t_ours = timed(lambda: encode_prompts(backbone, [[t] for t in texts], None), device, repeat)
+    diff = float((ours[:, 0] - reference).abs().max())
+    result = {"file": str(path), "prompts": len(texts), "full_prompts_per_s": len(texts) / t_full,
+              "awt_prompts_per_s": len(texts) / t_ours, "speedup": t_full / t_ours, "max_abs_diff": diff,
+              "trimmed": getattr(backbone, "text_tower", None) is not None}
+    print(f"  prompts {result['awt_prompts_per_s']:9.1f} prompts/s, padded to the full context "
+          f"{result['full_prompts_per_s']:.1f}: {result['speedup']:.2f}x ({len(texts)} prompts of {path.name}, "
+          f"trimmed: {result['trimmed']}, max diff {diff:.1e})", flush=True)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
@@ -223,6 +259,10 @@ def main() -> None:
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--prompts-file", default=str(SHARED_CALTECH),
+                   help="descriptions JSON for the prompt throughput (default: AWT's Caltech101 file in ../shared)")
+    p.add_argument("--prompts", type=int, default=1024, help="distinct prompts encoded for the prompt throughput")
+    p.add_argument("--skip-prompts", action="store_true")
     p.add_argument("--json", dest="json_path", default=None)
     args = p.parse_args()
 
@@ -249,6 +289,10 @@ def main() -> None:
                     "cpu_count": os.cpu_count(), "torch": torch.__version__, "awt": awt.__version__,
                     "platform": platform.platform(), "model": args.model, "precision": backbone.precision,
                     "views": views, "prompts": prompts, "classes": args.classes, "images": len(files), "batch_size": batch_size}
+
+    # (a0) the text side: prompts per second
+    if not args.skip_prompts and Path(args.prompts_file).is_file():
+        result["prompts"] = bench_prompts(backbone, device, Path(args.prompts_file), args.prompts, args.repeat)
 
     # (a) the encoder alone on ready-made view tensors
     h, w = backbone.image_size

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -108,7 +109,7 @@ def compute_features(
     progress: bool = True,
     description: str = "features",
     meta: dict | None = None,
-    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    log: Callable[[str], None] = logging.getLogger("awt.bench").info,
 ) -> FeatureSet:
     """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts)."""
     from tqdm.auto import tqdm

@@ -8,6 +8,7 @@ the seed). Class prompts are encoded once per (backbone, dataset, descriptions p
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -41,8 +42,8 @@ class BenchResult:
     seconds: float
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_log = logging.getLogger("awt.bench")
+_stderr = _log.info   # the library logs; ``awt bench`` passes its own ``log`` to show these lines
 
 
 def run_bench(config: BenchConfig, output: str | os.PathLike, *, force: bool = False, progress: bool = True,

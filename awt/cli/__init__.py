@@ -41,7 +41,8 @@ def user_errors(fn):
         if not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(_LowerLevel())
-            logging.basicConfig(level=logging.WARNING, handlers=[handler])
+            logging.basicConfig(level=logging.ERROR, handlers=[handler])  # other libraries: errors only
+            logging.getLogger("awt").setLevel(logging.WARNING)
         try:
             return fn(*args, **kwargs)
         except AWTError as e:

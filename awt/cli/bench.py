@@ -29,7 +29,7 @@ def bench(
     from ..bench.runner import run_bench
 
     cfg = load_config(config, device=device)
-    result = run_bench(cfg, output, force=force, progress=not quiet)
+    result = run_bench(cfg, output, force=force, progress=not quiet, log=lambda m: typer.echo(m, err=True))
     typer.echo(markdown_table(result.records))
     computed = sum(1 for f in result.feature_sets if f["source"] != "cached")
     typer.echo(
