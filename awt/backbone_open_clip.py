@@ -96,6 +96,59 @@ class OpenCLIPBackbone(Backbone):
         return torch.cat(out) if out else torch.empty(0, 0, device=self.device)
 
 
+_HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip asks the hub for
+
+
+def _weights_cached(cfg: dict, cache_dir: str | os.PathLike | None) -> bool:
+    """Whether open_clip will find these pretrained weights on disk, without the network."""
+    if cfg.get("file"):
+        return os.path.isfile(cfg["file"])
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub)
+        for name in (filename,) if filename else _HUB_FILES:
+            if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str):
+                return True
+        return False
+    url = cfg.get("url", "")
+    folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "clip"
+    return bool(url) and (folder / os.path.basename(url)).is_file()
+
+
+def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_weights_available(model: str, tag: str, cache_dir: str | os.PathLike | None) -> None:
+    """Fail in seconds, with one line, when pretrained weights are neither on disk nor reachable
+    (rather than after the hub client's minute of retries)."""
+    import open_clip
+    from urllib.parse import urlsplit
+
+    cfg = open_clip.get_pretrained_cfg(model.replace("/", "-"), tag)
+    if not cfg or _weights_cached(cfg, cache_dir):
+        return
+    hub = bool(cfg.get("hf_hub"))
+    if hub and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        reachable, where = False, "HF_HUB_OFFLINE is set"
+    else:
+        host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co") if hub else cfg["url"]).hostname
+        reachable, where = _host_reachable(host), f"{host} cannot be reached"
+    if not reachable:
+        raise AWTError(
+            f"model {model}: pretrained weights {tag!r} are not in the local cache and {where}; download them "
+            "once with internet (any awt command does), or pass --pretrained /path/to/checkpoint "
+            "(see 'Offline' in the README)")
+
+
 def _local_dir_has_checkpoint(model_name: str) -> bool:
     path = Path(model_name[len("local-dir:"):])
     return path.is_dir() and any(p.suffix in CHECKPOINT_SUFFIXES for p in path.iterdir())
@@ -128,6 +181,8 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
                 raise AWTError(f"model {model}: {what}: {tag!r}")
         random_weights = tag is None
 
+    if tag is not None and not os.path.isfile(tag):
+        check_weights_available(model, tag, cache_dir)
     if random_weights:
         warnings.warn(f"{model}: no pretrained weights, using a randomly initialised model "
                       "(predictions are meaningless; fine for tests and speed measurements)", stacklevel=3)
