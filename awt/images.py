@@ -182,6 +182,11 @@ class ViewLoader:
         finally:
             self._busy = False
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running worker processes (none before the first call, or without workers)."""
+        iterator = getattr(self._loader, "_iterator", None)
+        return sorted(w.pid for w in getattr(iterator, "_workers", []) or [])
+
 
 @dataclass
 class HostBatch:
