@@ -41,11 +41,13 @@ def build_prompts(
     short = []
     prompts = []
     for i, name in enumerate(classnames):
-        head = template.replace("{}", name).rstrip().rstrip(".")
+        # the authors' joining, string for string: the template without a final ".", then ". " and
+        # each description as it is
+        head = (template[:-1] if template.endswith(".") else template).replace("{}", name)
         descs = [] if descriptions is None or per_class <= 0 else list(descriptions[i])[:per_class]
         if descriptions is not None and per_class > 0 and len(descs) < per_class:
             short.append((name, len(descs)))
-        prompts.append([head + "."] + [f"{head}. {d.strip()}" for d in descs])
+        prompts.append([head + "."] + [f"{head}. {d}" for d in descs])
     if short and not allow_fewer:
         listed = ", ".join(f"{n!r} ({k})" for n, k in short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
         raise AWTError(f"{len(short)} class(es) have fewer than {per_class} descriptions: {listed}; "

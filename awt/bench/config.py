@@ -22,7 +22,7 @@ from ..errors import AWTError
 from ..methods import method_names
 from ..prompts import DEFAULT_TEMPLATE, check_template
 from ..scoring import AWTConfig
-from .datasets import FORMATS
+from .datasets import FORMATS, explain_missing
 
 _INTERNAL = {"config": False}   # a field that is not a config key
 _CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -287,7 +287,7 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         where = f"{key}" + (f" ({d['name']})" if isinstance(d.get("name"), str) else "")
         ds_path = _resolve(_as_str(d.get("path"), f"{where}.path", path), data_root, f"{where}.path", path)
         if not ds_path.exists():
-            raise _fail(path, f"{where}.path", f"{ds_path} not found")
+            raise _fail(path, f"{where}.path", explain_missing(ds_path))
         fmt = d.get("format", "auto")
         if fmt not in FORMATS:
             raise _fail(path, f"{where}.format", f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
@@ -307,7 +307,7 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
             if d.get(k) is not None:
                 p = _resolve(_as_str(d[k], f"{where}.{k}", path), data_root, f"{where}.{k}", path)
                 if not p.exists():
-                    raise _fail(path, f"{where}.{k}", f"{p} not found")
+                    raise _fail(path, f"{where}.{k}", explain_missing(p, k.replace("_", " ")))
                 extra_paths[k] = p
         name = _slug(str(d.get("name") or ds_path.stem))
         spec = DatasetSpec(

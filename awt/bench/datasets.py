@@ -1,26 +1,45 @@
 """Benchmark datasets: labelled image lists read from the layouts zero-shot papers use.
 
-Four layouts are read (``format:`` in a benchmark config, ``auto`` by default):
+Five layouts are read (``format:`` in a benchmark config, ``auto`` by default):
 
 ``csv``
     a ``labels.csv`` with the columns ``path,label,classname`` (paths relative to the csv's folder;
     ``classname_clip`` is accepted for ``classname``, as in ImageNet samples).
 ``coop``
-    a CoOp split file, ``split_zhou_<Name>.json``, in either of its two shapes: CoOp's own
-    ``{"train": [...], "val": [...], "test": [...]}`` or a plain list ``[[relpath, label, classname], ...]``
-    (the test part). Paths are relative to an image folder: ``image_dir`` when given, else the
-    first of the split's folder and its subfolders in which the listed files exist (CoOp keeps them
-    in ``101_ObjectCategories/``, ``images/``, ``jpg/``, ``2750/`` ... beside the split file).
+    a split file: CoOp's ``split_zhou_<Name>.json`` or SuS-X's ``split_<Name>.json`` (Caltech256,
+    CUB, Birdsnap), in either shape: ``{"train": [...], "val": [...], "test": [...]}`` or a plain
+    list ``[[relpath, label, classname], ...]`` (the test part). ``path`` is the file or the
+    dataset's folder holding it. Paths in it are relative to an image folder: ``image_dir`` when
+    given, else the folder the guide names for a known dataset (``101_ObjectCategories/``,
+    ``images/``, ``jpg/``, ``2750/`` ...), else the first of the split's folder and its subfolders
+    in which the listed files exist. Every listed image must exist.
 ``imagefolder``
     one subfolder per class, classes in sorted folder order (torchvision's ``ImageFolder``); the
     class names are the folder names, or come from ``classnames:`` -- a file with one name per line
-    in that order, or CoOp's ImageNet ``classnames.txt`` (``<folder> <class name>`` per line).
+    in that order, or ``<folder> <class name>`` lines (CoOp's ImageNet ``classnames.txt``) naming
+    at least every folder there is.
+``imagenet``
+    the ImageNet family (ImageNet, -V2, -Sketch, -A, -R): an ``ImageFolder`` tree whose classes are
+    exactly those that ``classnames:`` lists as ``<folder> <class name>`` lines (WordNet ids, or
+    ImageNet-V2's ``0``..``999``). A listed folder that is missing, or a class folder that is not
+    listed, is an error; a listed folder without images is a class without images. Labels follow
+    the sorted folder names, as ``ImageFolder`` gives them (and as the AWT authors' code reads
+    them). ``path`` is the tree itself or the dataset's folder (``imagenet/`` holding
+    ``images/val/``, ``imagenet-adversarial/`` holding ``imagenet-a/`` ...).
 ``fgvc-aircraft``
     CoOp's FGVC-Aircraft folder: ``variants.txt`` (class order), ``images_variant_<part>.txt``
     (``<image id> <variant>`` per line) and ``images/<image id>.jpg``.
 
+For ``coop`` and ``fgvc-aircraft``, ``classnames:`` (one name per line, in label order) replaces the
+names the split file or ``variants.txt`` gives; the number of classes must agree.
+
 Classes are kept in label order, and a class is its label index: two classes with the same name
 (ImageNet's two ``missile``\\ s) stay two classes.
+
+The 18 datasets of the AWT paper are known by their folder names (:data:`LAYOUTS`, as CoOp's
+``DATASETS.md`` and SuS-X's ``DATA.md`` lay them out): a missing split file, image folder or class
+folder of one of them is reported in one line naming the file and the guide section that describes
+it, before anything is encoded.
 """
 
 from __future__ import annotations
@@ -37,7 +56,7 @@ import numpy as np
 from ..errors import AWTError
 from ..images import IMAGE_EXTENSIONS
 
-FORMATS = ("auto", "csv", "coop", "imagefolder", "fgvc-aircraft")
+FORMATS = ("auto", "csv", "coop", "imagefolder", "imagenet", "fgvc-aircraft")
 _CLASSNAME_COLUMNS = ("classname", "classname_clip", "class_name", "class")
 
 
@@ -65,8 +84,120 @@ def clean_classname(name: str) -> str:
     return " ".join(name.replace("_", " ").split())
 
 
-# -- readers ---------------------------------------------------------------------------------------
+# -- the known layouts -----------------------------------------------------------------------------
 
+COOP_GUIDE = ("CoOp's DATASETS.md", "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md")
+SUSX_GUIDE = ("SuS-X's DATA.md", "https://github.com/vishaal27/SuS-X/blob/main/data/DATA.md")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one of the paper's datasets lives under the data root, and which guide describes it."""
+
+    key: str                 # the AWT authors' dataset id (their --test_set), e.g. "food101"
+    title: str               # the guide's section title
+    folder: str              # the dataset's folder under the data root (CoOp's / the authors' name)
+    format: str              # coop, imagenet or fgvc-aircraft
+    split: str | None        # split file in ``folder`` (coop)
+    images: str              # image folder (or class-folder tree) inside ``folder``; "" = folder itself
+    classes: int             # number of classes
+    guide: tuple[str, str]   # (guide name, url)
+    anchor: str              # the guide's section anchor
+    aliases: tuple[str, ...] = ()   # other folder names it goes by (SuS-X's, the inner tree's)
+
+    @property
+    def where(self) -> str:
+        """The guide section, for messages: ``Food101: CoOp's DATASETS.md, https://...#food101``."""
+        return f"{self.title}: {self.guide[0]}, {self.guide[1]}{self.anchor}"
+
+
+def _layouts() -> dict[str, Layout]:
+    c, s = COOP_GUIDE, SUSX_GUIDE
+    rows = [
+        Layout("imagenet", "ImageNet", "imagenet", "imagenet", None, "images/val", 1000, c, "#imagenet"),
+        Layout("imagenetv2", "ImageNetV2", "imagenetv2", "imagenet", None,
+               "imagenetv2-matched-frequency-format-val", 1000, c, "#imagenetv2",
+               ("imagenetv2-matched-frequency-format-val",)),
+        Layout("imagenet_sketch", "ImageNet-Sketch", "imagenet-sketch", "imagenet", None, "images", 1000, c,
+               "#imagenet-sketch"),
+        Layout("imagenet_a", "ImageNet-A", "imagenet-adversarial", "imagenet", None, "imagenet-a", 200, c,
+               "#imagenet-a", ("imagenet-a",)),
+        Layout("imagenet_r", "ImageNet-R", "imagenet-rendition", "imagenet", None, "imagenet-r", 200, c,
+               "#imagenet-r", ("imagenet-r",)),
+        Layout("caltech101", "Caltech101", "caltech-101", "coop", "split_zhou_Caltech101.json",
+               "101_ObjectCategories", 100, c, "#caltech101", ("caltech101",)),
+        Layout("oxford_pets", "OxfordPets", "oxford_pets", "coop", "split_zhou_OxfordPets.json", "images", 37, c,
+               "#oxfordpets", ("oxfordpets",)),
+        Layout("stanford_cars", "StanfordCars", "stanford_cars", "coop", "split_zhou_StanfordCars.json", "", 196, c,
+               "#stanfordcars", ("stanfordcars",)),
+        Layout("oxford_flowers", "Flowers102", "oxford_flowers", "coop", "split_zhou_OxfordFlowers.json", "jpg", 102,
+               c, "#flowers102", ("flowers102",)),
+        Layout("food101", "Food101", "food-101", "coop", "split_zhou_Food101.json", "images", 101, c, "#food101",
+               ("food101",)),
+        Layout("fgvc_aircraft", "FGVCAircraft", "fgvc_aircraft", "fgvc-aircraft", None, "images", 100, c,
+               "#fgvcaircraft", ("fgvcaircraft",)),
+        Layout("sun397", "SUN397", "sun397", "coop", "split_zhou_SUN397.json", "SUN397", 397, c, "#sun397"),
+        Layout("dtd", "DTD", "dtd", "coop", "split_zhou_DescribableTextures.json", "images", 47, c, "#dtd"),
+        Layout("eurosat", "EuroSAT", "eurosat", "coop", "split_zhou_EuroSAT.json", "2750", 10, c, "#eurosat"),
+        Layout("ucf101", "UCF101", "ucf101", "coop", "split_zhou_UCF101.json", "UCF-101-midframes", 101, c,
+               "#ucf101"),
+        Layout("caltech256", "Caltech256", "caltech256", "coop", "split_Caltech256.json", "256_ObjectCategories",
+               257, s, "#caltech256"),
+        Layout("cub", "CUB", "cub", "coop", "split_CUB.json", "images", 200, s, "#cub"),
+        Layout("birdsnap", "Birdsnap", "birdsnap", "coop", "split_Birdsnap.json", "images", 500, s, "#birdsnap"),
+    ]
+    return {row.key: row for row in rows}
+
+
+LAYOUTS: dict[str, Layout] = _layouts()
+_BY_FOLDER: dict[str, Layout] = {}
+for _layout in LAYOUTS.values():
+    for _name in (_layout.folder, *_layout.aliases):
+        _BY_FOLDER.setdefault(_name.lower(), _layout)
+
+
+def find_layout(path: str | os.PathLike | None = None, classnames: str | os.PathLike | None = None) -> Layout | None:
+    """The known dataset a path belongs to: by its folder name (the path, or the folder of a split
+    file), else by the class file's name (``food101.txt`` -> food101); None when neither is known."""
+    if path is not None:
+        p = Path(path)
+        names = [p.name] if not p.suffix.lower() == ".json" else []
+        names += [p.parent.name]
+        for n in names:
+            if n.lower() in _BY_FOLDER:
+                return _BY_FOLDER[n.lower()]
+        if p.suffix.lower() == ".json":
+            for layout in LAYOUTS.values():
+                if layout.split == p.name:
+                    return layout
+    if classnames is not None:
+        return LAYOUTS.get(Path(classnames).stem.lower())
+    return None
+
+
+def _hint(layout: Layout | None) -> str:
+    if layout is None:
+        return (f"see {COOP_GUIDE[0]} ({COOP_GUIDE[1]}) or, for Caltech256, CUB and Birdsnap, "
+                f"{SUSX_GUIDE[0]} ({SUSX_GUIDE[1]})")
+    return f"see {layout.where}"
+
+
+def explain_missing(path: str | os.PathLike, what: str = "dataset path") -> str:
+    """One line for a dataset path that does not exist: what is missing and which guide describes it.
+
+    For the benchmark config loader, so that a missing dataset folder names the guide too.
+    """
+    p = Path(path)
+    layout = find_layout(p)
+    if layout is None:
+        for parent in p.parents:        # a file or folder inside a known dataset's folder
+            layout = _BY_FOLDER.get(parent.name.lower())
+            if layout is not None:
+                break
+    return f"{what} {p} not found; {_hint(layout)}"
+
+
+# -- readers ---------------------------------------------------------------------------------------
 def _classes_from_pairs(pairs: Sequence[tuple[int, str]], where: str) -> list[str]:
     """Class names in label order from (label, name) pairs; every label 0..K-1 must be named once."""
     names: dict[int, str] = {}
@@ -131,16 +262,56 @@ def _find_image_dir(split_dir: Path, relpaths: Sequence[str]) -> Path | None:
     return None
 
 
-def read_coop_split(path: str | os.PathLike, image_dir: str | os.PathLike | None = None, part: str = "test") -> LabeledImages:
-    """A CoOp split file: ``{"train","val","test"}`` of ``[relpath, label, classname]`` or a plain list of them."""
+def _missing_files(paths: Sequence[str]) -> list[str]:
+    return [q for q in paths if not os.path.isfile(q)]
+
+
+def _read_name_file(path: Path) -> list[str]:
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise AWTError(f"{path}: cannot read class names: {e}") from None
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """The class names of a class file in label order: one name per line, or ``<folder> <name>`` lines
+    (tab-separated, as ``benchmarks/classnames/*.tsv``) of which the names are returned."""
     p = Path(path)
+    lines = _read_name_file(p)
+    if p.suffix.lower() == ".tsv":
+        return [line.split("\t", 1)[1].strip() if "\t" in line else line for line in lines]
+    return lines
+
+
+def _named_classes(classnames: str | os.PathLike, found: list[str], where: str) -> list[str]:
+    """Class names from a file, replacing the ``found`` ones (same count)."""
+    names = read_class_names(classnames)
+    if len(names) != len(found):
+        raise AWTError(f"{classnames}: {len(names)} class names, but {where} has {len(found)} classes")
+    return names
+
+
+def read_coop_split(path: str | os.PathLike, image_dir: str | os.PathLike | None = None, part: str = "test",
+                    classnames: str | os.PathLike | None = None) -> LabeledImages:
+    """A split file (CoOp's or SuS-X's): ``{"train","val","test"}`` of ``[relpath, label, classname]``
+    or a plain list of them; ``path`` may be the dataset folder holding it."""
+    p = Path(path)
+    layout = find_layout(p, classnames)
     if p.is_dir():
-        found = sorted(p.glob("split_zhou_*.json")) or sorted(p.glob("*split_zhou*.json"))
-        if len(found) != 1:
-            raise AWTError(f"{p}: expected one split_zhou_*.json file, found {len(found)}")
-        p = found[0]
+        if layout is not None and layout.split and p.name.lower() in _BY_FOLDER:
+            p = p / layout.split
+            if not p.is_file():
+                raise AWTError(f"{p} not found: the {layout.title} split file; {_hint(layout)}")
+        else:
+            found = sorted(p.glob("split_zhou_*.json")) or sorted(p.glob("split_*.json")) \
+                or sorted(p.glob("*split_zhou*.json"))
+            if len(found) != 1:
+                raise AWTError(f"{p}: expected one split_zhou_*.json or split_*.json file, found {len(found)}; "
+                               f"{_hint(layout)}")
+            p = found[0]
     if not p.is_file():
-        raise AWTError(f"{p}: split file not found")
+        raise AWTError(f"{p} not found: split file; {_hint(layout)}")
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -159,29 +330,60 @@ def read_coop_split(path: str | os.PathLike, image_dir: str | os.PathLike | None
             raise AWTError(f"{p}: split entries must be [relpath, label, classname], got {e!r}")
     if not entries:
         raise AWTError(f"{p}: the {part!r} part lists no images")
-    # every part names classes: a class without test images keeps its label and name
-    classnames = _classes_from_pairs([(_int_label(e[1], str(p)), e[2]) for e in everything], str(p))
+    pairs = [(_int_label(e[1], str(p)), e[2]) for e in everything]
+    if classnames is not None:
+        # the class file gives the names (in label order); the split's labels must fall in it
+        names = read_class_names(classnames)
+        top = max(label for label, _ in pairs)
+        distinct = len({label for label, _ in pairs})
+        if min(label for label, _ in pairs) < 0 or top >= len(names) or (distinct == top + 1 and distinct != len(names)):
+            raise AWTError(f"{classnames}: {len(names)} class names, but {p} has labels 0..{top} "
+                           f"({distinct} classes)")
+        classnames_ = names
+    else:
+        # every part names classes: a class without test images keeps its label and name
+        classnames_ = _classes_from_pairs(pairs, str(p))
     rel = [e[0] for e in entries]
     if image_dir is not None:
         root = Path(image_dir)
         if not root.is_dir():
-            raise AWTError(f"{root}: image folder not found")
+            raise AWTError(f"{root}: image folder not found; {_hint(layout)}")
+    elif layout is not None and layout.split == p.name:
+        root = p.parent / layout.images if layout.images else p.parent
+        if not root.is_dir():
+            raise AWTError(f"{root} not found: the {layout.title} image folder; {_hint(layout)}")
     else:
         root = _find_image_dir(p.parent, rel)
         if root is None:
             raise AWTError(f"{p}: cannot find the listed images (e.g. {rel[0]!r}) under {p.parent} or its "
-                           "subfolders; set image_dir")
+                           f"subfolders; set image_dir, or {_hint(layout)}")
     root = root.resolve()
-    return LabeledImages(classnames, [str(root / r) for r in rel], [_int_label(e[1], str(p)) for e in entries],
+    paths = [str(root / r) for r in rel]
+    missing = _missing_files(paths)
+    if missing:
+        raise AWTError(f"{missing[0]} not found ({len(missing)} of the {len(paths)} images that {p.name} lists "
+                       f"are missing under {root}); {_hint(layout)}")
+    return LabeledImages(classnames_, paths, [_int_label(e[1], str(p)) for e in entries],
                          str(p), "coop", {"image_dir": str(root), "part": part})
 
 
-def _read_name_file(path: Path) -> list[str]:
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise AWTError(f"{path}: cannot read class names: {e}") from None
-    return [line for line in lines if line and not line.startswith("#")]
+def _folder_name_pairs(classnames: str | os.PathLike) -> list[tuple[str, str]]:
+    """``<folder> <name>`` lines (tab or first whitespace separated)."""
+    out = []
+    for line in _read_name_file(Path(classnames)):
+        parts = line.split("\t", 1) if "\t" in line else line.split(maxsplit=1)
+        if len(parts) != 2 or not parts[1].strip():
+            raise AWTError(f"{classnames}: expected '<folder> <class name>' lines, got {line!r}")
+        out.append((parts[0].strip(), parts[1].strip()))
+    return out
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(q for q in folder.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def read_image_folder(root: str | os.PathLike, classnames: str | os.PathLike | None = None) -> LabeledImages:
@@ -189,7 +391,7 @@ def read_image_folder(root: str | os.PathLike, classnames: str | os.PathLike | N
     r = Path(root)
     if not r.is_dir():
         raise AWTError(f"{r}: image folder not found")
-    folders = sorted(d.name for d in r.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = _class_folders(r)
     if not folders:
         raise AWTError(f"{r}: no class subfolders")
     names = list(folders)
@@ -206,7 +408,7 @@ def read_image_folder(root: str | os.PathLike, classnames: str | os.PathLike | N
                            "and not a '<folder> <name>' list covering every folder")
     paths, labels = [], []
     for label, folder in enumerate(folders):
-        files = sorted(p for p in (r / folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = _images_in(r / folder)
         paths.extend(str(f.resolve()) for f in files)
         labels.extend([label] * len(files))
     if not paths:
@@ -214,13 +416,64 @@ def read_image_folder(root: str | os.PathLike, classnames: str | os.PathLike | N
     return LabeledImages(names, paths, labels, str(r), "imagefolder", {"folders": folders})
 
 
-def read_fgvc_aircraft(root: str | os.PathLike, part: str = "test") -> LabeledImages:
+def read_imagenet_family(path: str | os.PathLike, classnames: str | os.PathLike | None) -> LabeledImages:
+    """An ImageNet-family ``ImageFolder`` tree whose classes are exactly the ``<folder> <name>`` lines of
+    ``classnames``, labelled in sorted folder order; ``path`` is the tree or the dataset's folder."""
+    p = Path(path)
+    layout = find_layout(p, classnames)
+    if classnames is None:
+        raise AWTError(f"{p}: format imagenet needs classnames: a '<folder> <class name>' file listing the "
+                       "dataset's classes (benchmarks/classnames/imagenet*.tsv)")
+    pairs = _folder_name_pairs(classnames)
+    mapping: dict[str, str] = {}
+    for folder, name in pairs:
+        if folder in mapping:
+            raise AWTError(f"{classnames}: folder {folder!r} is listed twice")
+        mapping[folder] = name
+    if not p.is_dir():
+        raise AWTError(explain_missing(p, "image folder"))
+    # the class-folder tree: the path itself, or the guide's subfolder of the dataset folder
+    candidates = [p]
+    inner = [layout.images] if layout is not None and layout.images else []
+    for sub in inner + ["images/val", "val", "images", "imagenet-a", "imagenet-r",
+                        "imagenetv2-matched-frequency-format-val"]:
+        if (p / sub) not in candidates:
+            candidates.append(p / sub)
+    tree = next((c for c in candidates if c.is_dir() and any((c / f).is_dir() for f in list(mapping)[:50])), None)
+    if tree is None:
+        expected = p / layout.images if layout is not None and layout.images else p
+        raise AWTError(f"{expected} not found, or holds none of the class folders that {Path(classnames).name} "
+                       f"lists (e.g. {pairs[0][0]}); {_hint(layout)}")
+    on_disk = set(_class_folders(tree))
+    missing = [f for f in sorted(mapping) if f not in on_disk]
+    if missing:
+        raise AWTError(f"{tree / missing[0]} not found ({len(missing)} of the {len(mapping)} class folders that "
+                       f"{Path(classnames).name} lists are missing); {_hint(layout)}")
+    extra = sorted(on_disk - set(mapping))
+    if extra:
+        raise AWTError(f"{tree / extra[0]}: a class folder that {classnames} does not list ({len(extra)} such); "
+                       f"is this the right class file for {tree}?")
+    folders = sorted(mapping)
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        files = _images_in(tree / folder)
+        paths.extend(str(f.resolve()) for f in files)
+        labels.extend([label] * len(files))
+    if not paths:
+        raise AWTError(f"{tree}: no images in its class folders; {_hint(layout)}")
+    return LabeledImages([mapping[f] for f in folders], paths, labels, str(tree), "imagenet",
+                         {"folders": folders, "image_dir": str(tree.resolve())})
+
+
+def read_fgvc_aircraft(root: str | os.PathLike, part: str = "test",
+                       classnames: str | os.PathLike | None = None) -> LabeledImages:
     """CoOp's FGVC-Aircraft layout: ``variants.txt``, ``images_variant_<part>.txt``, ``images/``."""
     r = Path(root)
+    layout = find_layout(r, classnames) or LAYOUTS["fgvc_aircraft"]
     variants_file, list_file = r / "variants.txt", r / f"images_variant_{part}.txt"
     for f in (variants_file, list_file):
         if not f.is_file():
-            raise AWTError(f"{f}: not found (FGVC-Aircraft layout)")
+            raise AWTError(f"{f} not found (FGVC-Aircraft layout); {_hint(layout)}")
     variants = _read_name_file(variants_file)
     index = {v: i for i, v in enumerate(variants)}
     paths, labels = [], []
@@ -230,7 +483,12 @@ def read_fgvc_aircraft(root: str | os.PathLike, part: str = "test") -> LabeledIm
             raise AWTError(f"{list_file}: unknown variant {variant.strip()!r}")
         paths.append(str((r / "images" / f"{image_id}.jpg").resolve()))
         labels.append(index[variant.strip()])
-    return LabeledImages(variants, paths, labels, str(list_file), "fgvc-aircraft", {"part": part})
+    missing = _missing_files(paths)
+    if missing:
+        raise AWTError(f"{missing[0]} not found ({len(missing)} of the {len(paths)} images that {list_file.name} "
+                       f"lists are missing); {_hint(layout)}")
+    names = _named_classes(classnames, variants, str(variants_file)) if classnames is not None else variants
+    return LabeledImages(names, paths, labels, str(list_file), "fgvc-aircraft", {"part": part})
 
 
 def detect_format(path: Path) -> str:
@@ -241,13 +499,16 @@ def detect_format(path: Path) -> str:
             return "coop"
         raise AWTError(f"{path}: cannot tell the dataset format from the file name; set format")
     if not path.is_dir():
-        raise AWTError(f"{path}: dataset path not found")
+        raise AWTError(explain_missing(path))
     if (path / "labels.csv").is_file():
         return "csv"
-    if any(path.glob("split_zhou_*.json")):
+    if any(path.glob("split_zhou_*.json")) or any(path.glob("split_*.json")):
         return "coop"
     if (path / "variants.txt").is_file() and any(path.glob("images_variant_*.txt")):
         return "fgvc-aircraft"
+    layout = find_layout(path)
+    if layout is not None and layout.format != "imagenet":
+        return layout.format     # a known split dataset without its split file: its reader says what is missing
     return "imagefolder"
 
 
@@ -258,11 +519,13 @@ def read_dataset(path: str | os.PathLike, format: str = "auto", *, image_dir=Non
     if fmt == "csv":
         return read_labels_csv(p, classname_column)
     if fmt == "coop":
-        return read_coop_split(p, image_dir, part)
+        return read_coop_split(p, image_dir, part, classnames)
     if fmt == "imagefolder":
         return read_image_folder(p, classnames)
+    if fmt == "imagenet":
+        return read_imagenet_family(p, classnames)
     if fmt == "fgvc-aircraft":
-        return read_fgvc_aircraft(p, part)
+        return read_fgvc_aircraft(p, part, classnames)
     raise AWTError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
 
 

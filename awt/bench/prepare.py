@@ -26,7 +26,7 @@ class PreparedDataset:
     prompt_names: list[str]
     descriptions: list[list[str]] | None
     subset_note: str
-    shared_descriptions: list[str] = field(default_factory=list)  # duplicate names given the same descriptions
+    duplicate_names: dict[str, dict] = field(default_factory=dict)  # name -> its labels, same descriptions?
 
 
 def prepare_dataset(spec: DatasetSpec, per_class_needed: int, config_path: Path) -> PreparedDataset:
@@ -42,7 +42,7 @@ def prepare_dataset(spec: DatasetSpec, per_class_needed: int, config_path: Path)
         images, note = full, f"all {len(full)} images"
     warn_duplicates(full.classnames, spec.name)
     prompt_names = [clean_classname(n) for n in full.classnames] if spec.clean_names else list(full.classnames)
-    aligned, shared = None, []
+    aligned = None
     if spec.descriptions is not None:
         from ..descriptions import load_descriptions
 
@@ -54,12 +54,13 @@ def prepare_dataset(spec: DatasetSpec, per_class_needed: int, config_path: Path)
                 raise AWTError(f"{config_path}: datasets ({spec.name}).descriptions: {len(short)} class(es) have fewer "
                                f"than {per_class_needed} descriptions in {spec.descriptions}: {listed}; lower "
                                "settings.descriptions_per_class or set allow_fewer_descriptions: true")
-        # a file keyed by name gives each of a repeated name's classes the same descriptions
-        for name in duplicate_names(full.classnames):
-            lists = [aligned[i] for i, n in enumerate(full.classnames) if n == name]
-            if all(d == lists[0] for d in lists):
-                shared.append(name)
-    return PreparedDataset(spec, images, len(full), prompt_names, aligned, note, shared)
+    # each repeated name stays one class per label; a file keyed by name gives them the same descriptions
+    duplicates = {}
+    for name in duplicate_names(full.classnames):
+        labels = [i for i, n in enumerate(full.classnames) if n == name]
+        same = None if aligned is None else all(aligned[i] == aligned[labels[0]] for i in labels)
+        duplicates[name] = {"labels": labels, "same_descriptions": same}
+    return PreparedDataset(spec, images, len(full), prompt_names, aligned, note, duplicates)
 
 
 def _write_inline_model(spec: BackboneSpec, cache_dir: Path) -> str:

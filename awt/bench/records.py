@@ -79,7 +79,7 @@ def make_record(run: "Run", ds: "PreparedDataset", fs: "FeatureSet", backbone: "
         **device,
         "versions": versions,
         "dataset_info": {"source": ds.images.source, "format": ds.images.format, "total_images": ds.total_images,
-                         "subset": ds.subset_note, "shared_descriptions": ds.shared_descriptions,
+                         "subset": ds.subset_note, "duplicate_names": ds.duplicate_names,
                          "unreadable": {str(i): r for i, r in sorted(fs.errors.items())[:20]}},
         "config": {
             "file": str(config.path), "name": config.name,

@@ -115,9 +115,10 @@ class Sweep:
             need = max(r.descriptions_per_class for r in pending if r.dataset.name == name)
             ds = prepared[name] = prepare_dataset(run.dataset, need, self.config.path)
             self.log(f"dataset {name}: {ds.subset_note}, {len(ds.prompt_names)} classes")
-            if ds.shared_descriptions:
-                self.log(f"note: dataset {name}: repeated class names share their descriptions: "
-                         + ", ".join(map(repr, ds.shared_descriptions)))
+            shared = [n for n, d in ds.duplicate_names.items() if d["same_descriptions"]]
+            if shared:
+                self.log(f"note: dataset {name}: repeated class names are distinct classes (by label) that share "
+                         "their descriptions: " + ", ".join(map(repr, shared)))
             if run.dataset.descriptions is None:
                 self.log(f"note: dataset {name} has no descriptions: every method uses the template alone (M=0)")
         return prepared
