@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from . import defaults
+from . import defaults, distributed
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
 from .images import ImageInput
@@ -215,6 +215,29 @@ class AWTClassifier:
             launch()
         collect(keep=0)
         yield from results[shown:]
+
+
+def iter_classify_ranks(clf: AWTClassifier, images: Sequence[ImageInput], top_k: int = defaults.TOP_K,
+                        method: str = defaults.METHOD, batch_size: int = defaults.BATCH_SIZE,
+                        num_workers: int | None = None) -> Iterator[ImageResult]:
+    """:meth:`AWTClassifier.iter_classify` shared by the ranks of a torchrun job.
+
+    The images go in chunks of ``world x 2 x batch_size``; each rank classifies every ``world``-th
+    image of a chunk, and rank 0 yields the chunk's results in input order (the other ranks yield
+    nothing). One process: the same as ``iter_classify``.
+    """
+    r = distributed.ranks()
+    if not r.active:
+        yield from clf.iter_classify(images, top_k, method, batch_size, num_workers)
+        return
+    chunk = r.world * 2 * batch_size
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk]
+        mine = list(clf.iter_classify(r.share(part), top_k, method, batch_size, num_workers))
+        shares = distributed.gather(mine)
+        if r.main:
+            for j in range(len(part)):
+                yield shares[j % r.world][j // r.world]
 
 
 def _record_event(device: torch.device) -> torch.cuda.Event | None:

@@ -69,6 +69,12 @@ class FeatureSet:
         return self.features.shape[0]
 
 
+def _share_only(views: int, seed: int, path: Path, source: str, encoded: int, batch_size: int) -> FeatureSet:
+    """What a rank other than 0 holds of a feature set: its place on disk, no features."""
+    return FeatureSet(torch.empty(0, views + 1, 0, dtype=torch.float16), torch.empty(0, dtype=torch.bool), {}, views,
+                      seed, path, source, encoded, 0.0, batch_size)
+
+
 def _load_finished(path: Path, n: int, views: int) -> dict | None:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -111,25 +117,36 @@ def compute_features(
     meta: dict | None = None,
     log: Callable[[str], None] = logging.getLogger("awt.bench").info,
 ) -> FeatureSet:
-    """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts)."""
+    """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts).
+
+    Under several ranks (:mod:`awt.distributed`), rank 0 says what is left to encode, each rank
+    encodes its share into its own parts, and rank 0 assembles the set once every share is on disk;
+    the other ranks get a set without features (they do not score).
+    """
     from tqdm.auto import tqdm
 
+    from .. import distributed
+
+    me = distributed.ranks()
     n = len(paths)
     root = Path(cache_dir) / "features"
     key = feature_key(backbone.fingerprint, paths, views, seed)
     final, parts_dir = root / f"{key}.pt", root / f"{key}.parts"
 
-    if final.is_file():
-        data = _load_finished(final, n, views)
-        if data is not None:
-            return FeatureSet(data["features"], data["valid"], {int(i): str(r) for i, r in data["errors"]}, views, seed,
-                              final, "cached", 0, float(data.get("encode_seconds", 0.0)), batch_size)
+    data = _load_finished(final, n, views) if me.main and final.is_file() else None
+    if distributed.broadcast(data is not None):
+        if data is None:
+            return _share_only(views, seed, final, "cached", 0, batch_size)
+        return FeatureSet(data["features"], data["valid"], {int(i): str(r) for i, r in data["errors"]}, views, seed,
+                          final, "cached", 0, float(data.get("encode_seconds", 0.0)), batch_size)
 
-    parts = _load_parts(parts_dir, n, views) if parts_dir.is_dir() else []
+    parts = _load_parts(parts_dir, n, views) if me.main and parts_dir.is_dir() else []
     done = torch.zeros(n, dtype=torch.bool)
     for part in parts:
         done[part["positions"]] = True
-    resumed = bool(done.any())
+    todo, resumed = distributed.broadcast(((~done).nonzero().flatten().tolist(), bool(done.any())))
+    done = torch.ones(n, dtype=torch.bool)
+    done[me.share(todo)] = False   # this rank's share is what is left to do here
     buffer: list[tuple[list[int], torch.Tensor, list[tuple[int, str]]]] = []
     clock = {"start": time.perf_counter(), "count": len(parts)}
     encoded = 0
@@ -146,8 +163,8 @@ def compute_features(
                 "errors": [[int(i), str(r)] for i, r in errors],
                 "error_positions": torch.tensor([i for i, _ in errors], dtype=torch.long),
                 "seconds": now - clock["start"]}
-        # the pid keeps two processes that share a cache from replacing each other's parts
-        atomic_torch_save(part, parts_dir / f"part-{clock['count']:05d}-{os.getpid()}.pt")
+        # rank and pid keep processes that share a cache from replacing each other's parts
+        atomic_torch_save(part, parts_dir / f"part-{clock['count']:05d}-r{me.rank}-{os.getpid()}.pt")
         clock["count"] += 1
         clock["start"] = now
         parts.append(part)
@@ -156,8 +173,8 @@ def compute_features(
             done[[i for i, _ in b[2]]] = True
         buffer.clear()
 
-    bar = tqdm(total=n, initial=int(done.sum()), desc=description, unit="img", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=n, initial=n - len(todo), desc=description, unit="img", file=sys.stderr,
+               disable=not progress or not me.main, dynamic_ncols=True, leave=False)
     batch = max(1, int(batch_size))
     try:
         while not bool(done.all()):
@@ -172,7 +189,7 @@ def compute_features(
                         errors = [(todo[i], reason) for i, reason in fb.errors]
                         buffer.append((positions, fb.features.to("cpu", torch.float16), errors))
                         encoded += len(positions) + len(errors)
-                        bar.update(len(positions) + len(errors))
+                        bar.update((len(positions) + len(errors)) * me.world)  # the shares go at one pace
                         batches += 1
                         if batches % max(1, shard_batches) == 0:
                             flush()
@@ -198,6 +215,13 @@ def compute_features(
         raise
     bar.close()
 
+    distributed.barrier()   # every share is on disk
+    if not me.main:
+        distributed.barrier()
+        return _share_only(views, seed, final, "resumed" if resumed else "computed", encoded, batch)
+    if me.active:
+        parts = _load_parts(parts_dir, n, views)
+        encoded = len(todo)  # by all ranks together
     # assemble the finished set from the parts, then drop them
     dims = [p["features"].shape[-1] for p in parts if p["features"].numel()]
     dim = dims[0] if dims else 0
@@ -223,6 +247,7 @@ def compute_features(
         parts_dir.rmdir()
     except OSError:
         pass
+    distributed.barrier()   # the set is on disk
     return FeatureSet(features, valid, errors, views, seed, final, "resumed" if resumed else "computed", encoded,
                       seconds, batch)
 

@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from .. import distributed
 from ..methods import get_method, score
 from ..prompts import ClassPrompts, encode_classes
 from .config import BenchConfig
@@ -48,7 +49,12 @@ _stderr = _log.info   # the library logs; ``awt bench`` passes its own ``log`` t
 
 def run_bench(config: BenchConfig, output: str | os.PathLike, *, force: bool = False, progress: bool = True,
               log: Log = _stderr) -> BenchResult:
-    """Run every run of ``config`` that is not on disk yet (all of them with ``force``), then summarise."""
+    """Run every run of ``config`` that is not on disk yet (all of them with ``force``), then summarise.
+
+    Under ``torchrun`` every rank calls this: the ranks share the image encoding, and rank 0 alone
+    scores and writes the records and the summary (the other ranks return an empty result).
+    """
+    distributed.init(config.settings.device)
     return Sweep(config, Path(output), force=force, progress=progress, log=log).run()
 
 
@@ -57,8 +63,10 @@ class Sweep:
 
     def __init__(self, config: BenchConfig, output: Path, *, force: bool = False, progress: bool = True,
                  log: Log = _stderr):
+        self.ranks = distributed.ranks()
         self.config, self.settings = config, config.settings
-        self.output, self.force, self.progress, self.log = output, force, progress, log
+        self.output, self.force, self.progress = output, force, progress and self.ranks.main
+        self.log = log if self.ranks.main else (lambda message: None)
         self.cache_dir = self.settings.cache_dir or (output / "cache")
         self.batch_size = self.settings.batch_size  # halved for good after an out-of-memory error
         self.records: dict[str, dict] = {}
@@ -84,11 +92,16 @@ class Sweep:
                 self.log(f"interrupted: {len(self.ran)} run(s) finished now and are on disk; encoded features are "
                          "kept -- run the same command again to go on")
                 raise
+        if not self.ranks.main:
+            return BenchResult([], [], [], [], {}, time.perf_counter() - started)
         ordered = [self.records[r.key] for r in plan if r.key in self.records]
         files = write_summary(self.output, ordered, self.config)
         return BenchResult(ordered, self.ran, self.skipped, self.feature_log, files, time.perf_counter() - started)
 
     def _pending(self, plan: list[Run]) -> list[Run]:
+        if not self.ranks.main:   # rank 0 reads what is on disk, for all
+            keys = set(distributed.broadcast(None))
+            return [run for run in plan if run.key in keys]
         pending = []
         for run in plan:
             path = self.output / run.relpath()
@@ -104,6 +117,7 @@ class Sweep:
                  + (" (--force)" if self.force and plan else ""))
         for label in self.skipped:
             self.log(f"skip {label}: on disk")
+        distributed.broadcast([run.key for run in pending])
         return pending
 
     def _prepare(self, pending: list[Run]) -> dict[str, PreparedDataset]:
@@ -128,7 +142,8 @@ class Sweep:
         for spec in _unique(r.backbone for r in pending):
             runs = [r for r in pending if r.backbone.name == spec.name]
             t = time.perf_counter()
-            backbone = load_backbone(spec, self.settings, self.cache_dir)
+            backbone = load_backbone(spec, self.settings, self.cache_dir,
+                                     device=distributed.rank_device(self.settings.device))
             device = device_info(backbone)
             self.log(f"backbone {spec.name}: {backbone.name} on {device['device']} ({device['precision']}), "
                      f"loaded in {time.perf_counter() - t:.1f} s")
@@ -143,6 +158,8 @@ class Sweep:
                         fs = self._features(run, group, sets, backbone, ds)
                         first_use = fs.views not in used
                         used.add(fs.views)
+                        if not self.ranks.main:
+                            continue  # the other ranks encode; rank 0 scores
                         if run.descriptions_per_class not in classes:
                             classes[run.descriptions_per_class] = self._classes(run, ds, backbone)
                         record = self._score(run, ds, fs, first_use, backbone, *classes[run.descriptions_per_class],
@@ -175,7 +192,7 @@ class Sweep:
             else:
                 on_disk = [v for v in self.settings.views if (self.cache_dir / "features" / (
                     feature_key(backbone.fingerprint, ds.images.paths, v, run.seed) + ".pt")).is_file()]
-                views = on_disk[0] if on_disk else 0
+                views = distributed.broadcast(on_disk[0] if on_disk else 0)  # rank 0's view of the disk
         if views not in sets:
             sets[views] = self._encode(run, views, backbone, ds)
         return sets[views]

@@ -31,6 +31,14 @@ class _LowerLevel(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
+def _rank_prefix() -> str:
+    """``rank N: `` under a launcher's rank N > 0 (rank 0 speaks plainly); empty otherwise."""
+    from ..distributed import ranks_from_env
+
+    rank = ranks_from_env().rank
+    return f"rank {rank}: " if rank else ""
+
+
 def user_errors(fn):
     """Run a command with its user errors as one line on stderr: AWTError -> exit status 1, Ctrl-C
     -> 130; library warnings and log records print as ``warning: ...`` lines."""
@@ -43,13 +51,17 @@ def user_errors(fn):
             handler.setFormatter(_LowerLevel())
             logging.basicConfig(level=logging.ERROR, handlers=[handler])  # other libraries: errors only
             logging.getLogger("awt").setLevel(logging.WARNING)
+        rank = _rank_prefix()
+        if rank:  # rank 0 alone says the notes and warnings that every rank would repeat
+            warnings.simplefilter("ignore")
+            logging.getLogger("awt").setLevel(logging.ERROR)
         try:
             return fn(*args, **kwargs)
         except AWTError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"{rank}error: {e}", file=sys.stderr)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+            print(f"{rank}interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper

@@ -22,14 +22,21 @@ def bench(
     """Run every (backbone, dataset, method) of a benchmark config; write one JSON per run and a summary.
 
     Runs already in OUTPUT are skipped (unless --force); image features are encoded once per (backbone,
-    dataset, views, seed) and shared by all methods; an interrupted run resumes.
+    dataset, views, seed) and shared by all methods; an interrupted run resumes. Under torchrun
+    (`torchrun --nproc-per-node=K -m awt bench ...`) the ranks share the encoding of every dataset.
     """
+    from .. import distributed
     from ..bench.config import load_config
     from ..bench.report import markdown_table
     from ..bench.runner import run_bench
 
     cfg = load_config(config, device=device)
-    result = run_bench(cfg, output, force=force, progress=not quiet, log=lambda m: typer.echo(m, err=True))
+    try:
+        result = run_bench(cfg, output, force=force, progress=not quiet, log=lambda m: typer.echo(m, err=True))
+    finally:
+        distributed.finish()
+    if not distributed.ranks_from_env().main:
+        return
     typer.echo(markdown_table(result.records))
     computed = sum(1 for f in result.feature_sets if f["source"] != "cached")
     typer.echo(

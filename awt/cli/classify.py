@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -63,12 +64,13 @@ def classify(
 
         desc = load_descriptions(descriptions)
     elif m.descriptions_used(1):
-        print("note: no --descriptions given: using the template alone (M=0)", file=sys.stderr)
+        warnings.warn("no --descriptions given: using the template alone (M=0)")
     if descriptions_per_class is None:
         descriptions_per_class = (desc.per_class if desc is not None and desc.per_class
                                   else defaults.DESCRIPTIONS_PER_CLASS)
     cache = None if no_cache else check_cache_dir(cache_dir or default_cache_dir())
 
+    from .. import distributed
     from ..backbone import create_backbone
     from ..classifier import AWTClassifier
     from ..images import find_images
@@ -76,26 +78,38 @@ def classify(
     paths = find_images([str(p) for p in images])
     if not paths:
         raise AWTError("no images found in " + ", ".join(map(str, images)))
-    backbone = create_backbone(model, pretrained, device, precision)
-    clf = AWTClassifier(
-        backbone, names, template=template, descriptions=desc,
-        descriptions_per_class=descriptions_per_class if desc is not None else 0,
-        allow_fewer_descriptions=allow_fewer_descriptions, views=views, seed=seed, cache_dir=cache,
-        progress=True,
-    )
-    _print_results(clf, paths, top_k, method, batch_size, workers, json_lines)
+    ranks = distributed.init(device)   # one process unless started by torchrun
+    try:
+        backbone = create_backbone(model, pretrained, distributed.rank_device(device), precision)
+
+        def classifier() -> AWTClassifier:
+            return AWTClassifier(
+                backbone, names, template=template, descriptions=desc,
+                descriptions_per_class=descriptions_per_class if desc is not None else 0,
+                allow_fewer_descriptions=allow_fewer_descriptions, views=views, seed=seed, cache_dir=cache,
+                progress=ranks.main)
+
+        # rank 0 encodes the prompts into the cache, then the others read them from it
+        clf = classifier() if ranks.main else None
+        distributed.barrier()
+        clf = clf or classifier()
+        _print_results(clf, paths, top_k, method, batch_size, workers, json_lines, ranks.main)
+    finally:
+        distributed.finish()
 
 
 def _print_results(clf, paths: list[str], top_k: int, method: str, batch_size: int, workers: int | None,
-                   json_lines: bool) -> None:
+                   json_lines: bool, main: bool = True) -> None:
     from tqdm.auto import tqdm
 
+    from ..classifier import iter_classify_ranks
+
     failed = done = 0
-    bar = tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr, disable=None, dynamic_ncols=True,
-               leave=False)
+    bar = tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr, disable=None if main else True,
+               dynamic_ncols=True, leave=False)
     try:
-        for result in clf.iter_classify(paths, top_k=top_k, method=method, batch_size=batch_size,
-                                        num_workers=workers):
+        for result in iter_classify_ranks(clf, paths, top_k=top_k, method=method, batch_size=batch_size,
+                                          num_workers=workers):
             with tqdm.external_write_mode(file=sys.stdout):
                 if result.error is not None:
                     failed += 1
