@@ -95,4 +95,16 @@ _register()
 
 
 def main() -> None:
-    app(prog_name="awt")
+    """The ``awt`` command: a bad option or argument is one line too (``error: Invalid value for
+    '--views': -1 is not in the range x>=0.``, exit status 2), not a usage box."""
+    try:
+        code = app(prog_name="awt", standalone_mode=False)
+    except Exception as e:
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):  # not one of click's errors
+            raise
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:  # during parsing or start-up, before a command's own handling
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

@@ -105,12 +105,13 @@ def _print_results(clf, paths: list[str], top_k: int, method: str, batch_size: i
     from ..classifier import iter_classify_ranks
 
     failed = done = 0
+    shield = _Shield()
     bar = tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr, disable=None if main else True,
                dynamic_ncols=True, leave=False)
     try:
         for result in iter_classify_ranks(clf, paths, top_k=top_k, method=method, batch_size=batch_size,
                                           num_workers=workers):
-            with tqdm.external_write_mode(file=sys.stdout):
+            with shield, tqdm.external_write_mode(file=sys.stdout):
                 if result.error is not None:
                     failed += 1
                     print(f"error: {result.image}: {result.error}", file=sys.stderr)
@@ -126,13 +127,62 @@ def _print_results(clf, paths: list[str], top_k: int, method: str, batch_size: i
                     lines = [result.image] + [f"  {rank:>2}. {p.name:<{width}}  {p.score:8.3f}"
                                               for rank, p in enumerate(result.predictions, 1)]
                     print("\n".join(lines), flush=True)
-            done += 1
+                done += 1
             bar.update(1)
     except KeyboardInterrupt:
         bar.close()
+        _quiet_worker_teardown()
         print(f"interrupted after {done} of {len(paths)} images", file=sys.stderr)
         raise typer.Exit(130) from None
     bar.close()
     if failed:
         print(f"{failed} of {len(paths)} input(s) could not be read", file=sys.stderr)
         raise typer.Exit(1)
+
+
+class _Shield:
+    """Holds back Ctrl-C while a result is printed and counted, so that the count in "interrupted
+    after N of M images" is exactly what was printed; the interrupt comes right after."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.active = False
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                if self.active:
+                    self.pending = True
+                elif callable(previous):
+                    previous(signum, frame)
+                else:
+                    raise KeyboardInterrupt
+
+            signal.signal(signal.SIGINT, handler)
+
+    def __enter__(self) -> "_Shield":
+        self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.active = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _quiet_worker_teardown() -> None:
+    """After Ctrl-C the loader workers are stopped mid-handover; the thread that passes their
+    tensors' file descriptors then loses its peer. That is expected, so no traceback for it."""
+    import threading
+
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if not issubclass(args.exc_type, (ConnectionError, EOFError, OSError)):
+            previous(args)
+
+    threading.excepthook = hook
