@@ -135,7 +135,7 @@ def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None) -
             if max_pixels is not None and w * h > max_pixels:  # before any decoding
                 mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
                 raise ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} pixels "
-                                 "(a possible decompression bomb; see max_pixels)")
+                                 "(a possible decompression bomb; raise the limit with --max-pixels)")
             if min_short_side is not None and im.format in ("JPEG", "MPO"):
                 for s in (8, 4, 2):  # decodes to ceil(w / s) x ceil(h / s)
                     if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:
