@@ -314,7 +314,7 @@ def test_reduced_decoding_keeps_the_exif_orientation(tmp_path):
 
 
 def png_bomb(path: Path, width: int, height: int) -> None:
-    """A valid one-colour bilevel PNG, written row by row (nothing of its size in memory)."""
+    """A valid one-colour bilevel PNG: one compressed segment of rows, repeated (nothing of its size in memory)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
