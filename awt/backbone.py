@@ -94,13 +94,16 @@ class Backbone(abc.ABC):
             return torch.autocast(self.device.type, dtype=dtype)
         return torch.autocast(self.device.type, enabled=False)
 
-    def view_loader(self, num_workers: int) -> ViewLoader:
-        """This backbone's image loader with ``num_workers`` worker processes, started on first use
-        and kept: every classifier and benchmark run on this backbone shares it."""
-        if num_workers not in self._view_loaders:
-            self._view_loaders[num_workers] = ViewLoader(
-                self.preprocess, 4 * max(self.image_size), num_workers, pin_memory=self.device.type == "cuda")
-        return self._view_loaders[num_workers]
+    def view_loader(self, num_workers: int, max_pixels: int | None = defaults.MAX_PIXELS) -> ViewLoader:
+        """This backbone's image loader with ``num_workers`` worker processes (refusing images of more
+        than ``max_pixels``), started on first use and kept: every classifier and benchmark run on
+        this backbone shares it."""
+        key = (num_workers, max_pixels)
+        if key not in self._view_loaders:
+            self._view_loaders[key] = ViewLoader(
+                self.preprocess, 4 * max(self.image_size), num_workers, pin_memory=self.device.type == "cuda",
+                max_pixels=max_pixels)
+        return self._view_loaders[key]
 
 
 def weights_fingerprint(model: torch.nn.Module, identity: str) -> str:

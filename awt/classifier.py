@@ -63,16 +63,19 @@ class AWTClassifier:
         cache_dir: str | os.PathLike | None = "default",
         classes: ClassPrompts | None = None,
         progress: bool = False,
+        max_pixels: int | None = defaults.MAX_PIXELS,
     ):
         """``descriptions``: a :class:`~awt.descriptions.DescriptionSet`, ``{name: [sentences]}`` or
         one list per class. ``classes``, if given, are the class prompts already encoded (no prompts
-        are built or encoded). ``progress``: a progress bar on stderr while the prompts are encoded."""
+        are built or encoded). ``progress``: a progress bar on stderr while the prompts are encoded.
+        ``max_pixels``: larger images are refused as possible decompression bombs (None: no limit)."""
         if views < 0:
             raise AWTError("views must be >= 0")
         self.backbone = backbone
         self.views = views
         self.seed = seed
         self.config = config
+        self.max_pixels = max_pixels
         if classes is None:
             classes = encode_classes(
                 backbone, classnames, template=template, descriptions=descriptions,
@@ -109,7 +112,7 @@ class AWTClassifier:
         """Encoded views of ``images``, batch by batch (:func:`awt.views.encode_views`); ``views``
         overrides the classifier's number of random views."""
         return encode_views(self.backbone, images, views=self.views if views is None else views, seed=self.seed,
-                            batch_size=batch_size, num_workers=num_workers)
+                            batch_size=batch_size, num_workers=num_workers, max_pixels=self.max_pixels)
 
     def scores(self, image_features: torch.Tensor, method: str = "awt") -> torch.Tensor:
         """(batch, views, dim) image features -> (batch, classes) scores of ``method``."""

@@ -12,3 +12,4 @@ TOP_K = 5
 METHOD = "awt"
 LLM = "gpt-3.5-turbo"       # the model the AWT paper used for its descriptions
 CACHE_ENV = "AWT_CACHE_DIR"
+MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)  # 178,956,970: PIL's own refusal limit; larger is a likely bomb

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import defaults
 from .augment import PackedViews, image_seed, pack_views, sample_views
 from .errors import AWTError
 
@@ -23,7 +24,7 @@ ImageInput = Union[str, os.PathLike, Image.Image]
 # The size (width x height, as stored) above which an image is refused as a possible decompression
 # bomb: where PIL itself refuses to open one (twice its MAX_IMAGE_PIXELS, which only warns). Large
 # JPEGs are decoded at a reduced size (see load_image), so they cost far less than this allows.
-DEFAULT_MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)  # 178,956,970
+DEFAULT_MAX_PIXELS = defaults.MAX_PIXELS
 
 # Modes with an alpha channel (premultiplied ones too); "transparency" in image.info marks the others.
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}

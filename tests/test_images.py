@@ -500,7 +500,7 @@ def test_one_run_over_every_kind_of_input(world, locked, jpeg_108mp, photo, grey
     env = {**os.environ, "HOME": str(home), "AWT_CACHE_DIR": str(home / "cache"), "HF_HUB_OFFLINE": "1",
            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     try:
-        r = _unprivileged([sys.executable, "-m", "awt.cli", "classify", str(inputs), "--classes", str(classes),
+        r = _unprivileged([sys.executable, "-m", "awt", "classify", str(inputs), "--classes", str(classes),
                            "--model", model, "--views", "4", "--json", "--top-k", "4"], cwd=REPO, env=env)
     finally:
         (inputs / "unreadable-folder").chmod(0o755)

@@ -18,8 +18,8 @@ METHODS_EPILOG = "\b\nMethods:\n" + "\n".join(f"  {m.name:<12} {m.summary}" for 
 
 
 def classify(
-    images: List[Path] = typer.Argument(..., help="Image files or directories (walked recursively).",
-                                        show_default=False),
+    images: List[Path] = typer.Argument(..., readable=False, show_default=False,
+                                        help="Image files or directories (walked recursively)."),
     classes: Path = typer.Option(..., "--classes", help="Class names, one per line ('#' comments, blank lines "
                                  "ignored).", show_default=False),
     descriptions: Optional[Path] = typer.Option(None, help="Descriptions JSON: {class: [sentences]} or an "
@@ -48,6 +48,9 @@ def classify(
     cache_dir: Optional[Path] = typer.Option(None, help=f"Embedding cache folder (default ${defaults.CACHE_ENV} "
                                              "or ~/.cache/awt).", show_default=False),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache."),
+    max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=0, help="Refuse images of more pixels than this "
+                                   "(width x height, as stored) as possible decompression bombs; 0: no limit. Large "
+                                   "JPEGs are decoded at reduced size whatever the limit."),
 ) -> None:
     """Classify images zero-shot among the classes in --classes."""
     from ..classes import read_class_file, warn_duplicates
@@ -87,7 +90,7 @@ def classify(
                 backbone, names, template=template, descriptions=desc,
                 descriptions_per_class=descriptions_per_class if desc is not None else 0,
                 allow_fewer_descriptions=allow_fewer_descriptions, views=views, seed=seed, cache_dir=cache,
-                progress=ranks.main)
+                progress=ranks.main, max_pixels=max_pixels or None)
 
         # rank 0 encodes the prompts into the cache, then the others read them from it
         clf = classifier() if ranks.main else None
