@@ -89,14 +89,16 @@ def build(family: str, folder: Path, seed: int = 0) -> Path:
         tok = t.Siglip2Tokenizer(vocab={"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4,
                                         **{c: 5 + i for i, c in enumerate(sorted({c for w in WORDS for c in w} | {"\u2581", ".", ","}))}},
                                  merges=[], model_max_length=16)
-        v2 = dict(TEXT, patch_size=8, num_patches=16)
+        # Siglip2Processor passes its own patch_size 16 and max_num_patches 256 to the image processor
+        v2 = dict(TEXT, patch_size=16, num_patches=256)
         cfg = t.Siglip2Config(text_config=dict(TEXT, vocab_size=len(tok), max_position_embeddings=16), vision_config=v2)
-        ip = t.Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+        ip = t.Siglip2ImageProcessor(patch_size=16, max_num_patches=256)
         proc, model = t.Siglip2Processor(image_processor=ip, tokenizer=tok), t.Siglip2Model(cfg)
     elif family == "align":
         tok = t.BertTokenizer(vocab={w: i for i, w in enumerate(bert_vocab())}, model_max_length=24)
         cfg = t.AlignConfig(text_config=dict(TEXT, vocab_size=len(tok), max_position_embeddings=32),
-                            vision_config=dict(image_size=36, width_coefficient=0.1, depth_coefficient=0.1,
+                            vision_config=dict(image_size=36, width_coefficient=0.1, depth_coefficient=0.1, initializer_range=0.5,  # features neither vanish nor explode
+                                               
                                                hidden_dim=64), projection_dim=32)
         ip = t.EfficientNetImageProcessor(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32},
                                           do_center_crop=True, rescale_factor=1 / 127.5, rescale_offset=True,
