@@ -179,11 +179,12 @@ class HFBackbone(Backbone):
         features = torch.cat(parts) if len(parts) > 1 else parts[0]
         return F.normalize(features.float(), dim=-1)
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The family's tokenization of ``texts``: what its text tower gets."""
+    def tokenize(self, texts: Sequence[str], padding: str | None = None) -> dict[str, torch.Tensor]:
+        """The family's tokenization of ``texts``: what its text tower gets (``padding`` overrides the
+        family's, e.g. ``max_length`` to measure what padding to the longest prompt saves)."""
         texts = [t.lower() for t in texts] if self.family.lower_case else list(texts)
-        tokens = self.tokenizer(texts, padding=self.family.padding, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
+        tokens = self.tokenizer(texts, padding=padding or self.family.padding, truncation=True,
+                                max_length=self.max_length, return_tensors="pt")
         return {k: v.to(self.device) for k, v in tokens.items() if k in self.text_keys}
 
     def _text_features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -194,11 +195,11 @@ class HFBackbone(Backbone):
         return _pooled(m.get_text_features(**tokens))
 
     @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+    def encode_texts(self, texts: Sequence[str], padding: str | None = None) -> torch.Tensor:
         """Texts -> (n, dim) L2-normalised features (float32)."""
         out = []
         for start in range(0, len(texts), _TEXT_BATCH):
-            tokens = self.tokenize(texts[start:start + _TEXT_BATCH])
+            tokens = self.tokenize(texts[start:start + _TEXT_BATCH], padding)
             with self.autocast():
                 out.append(F.normalize(self._text_features(tokens).float(), dim=-1))
         return torch.cat(out) if out else torch.empty(0, 0, device=self.device)

@@ -35,13 +35,15 @@ def clip_bpe() -> tuple[dict[str, int], list[str]]:
 
 def bert_vocab() -> list[str]:
     chars = sorted({c for w in WORDS for c in w})
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", ".", ","] + WORDS + chars + ["##" + c for c in chars]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", ".", ","] + WORDS + chars + ["##" + c for c in chars]
+    return list(dict.fromkeys(tokens))   # "a" is a word and a character: one id
 
 
 def unigram_vocab(specials: list[str]) -> list[tuple[str, float]]:
     chars = sorted({c for w in WORDS for c in w})
-    return [(s, 0.0) for s in specials] + [("\u2581" + w, -2.0) for w in WORDS] + [("\u2581", -3.0), (".", -3.0), (",", -3.0)] \
+    pieces = [(s, 0.0) for s in specials] + [("\u2581" + w, -2.0) for w in WORDS] + [("\u2581", -3.0), (".", -3.0), (",", -3.0)] \
         + [(c, -5.0) for c in chars]
+    return list({p: (p, score) for p, score in reversed(pieces)}.values())[::-1]
 
 
 def sentencepiece_model() -> bytes:
