@@ -119,7 +119,7 @@ def weights_fingerprint(model: torch.nn.Module, identity: str) -> str:
 
 
 #: model-name prefix -> "module:function" of its loader; the empty prefix is the default library.
-_LOADERS: dict[str, str | Callable[..., Backbone]] = {"": "awt.backbone_open_clip:load"}
+_LOADERS: dict[str, str | Callable[..., Backbone]] = {"": "awt.backbone_open_clip:load", "hf:": "awt.backbone_hf:load"}
 
 
 def register_loader(prefix: str, loader: str | Callable[..., Backbone]) -> None:

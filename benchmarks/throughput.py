@@ -217,6 +217,8 @@ def bench_prompts(backbone, device: torch.device, path: Path, count: int, repeat
     full_batch = 256
 
     def full() -> torch.Tensor:
+        if backbone.library == "transformers":   # its own tokenizer, padded to its full length
+            return backbone.encode_texts(texts, padding="max_length")
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), full_batch):

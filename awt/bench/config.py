@@ -267,11 +267,18 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
             if not local.is_dir():
                 raise _fail(path, f"{key}.model", f"{local} not found")
             model = f"local-dir:{local}"
+        elif model.startswith("hf:"):   # transformers: pretrained is a revision, the default branch when absent
+            local = model[len("hf:"):]
+            if local.startswith((".", "/", "~")):
+                resolved = _resolve(local, base, f"{key}.model", path)
+                if not resolved.is_dir():
+                    raise _fail(path, f"{key}.model", f"{resolved} not found")
+                model = f"hf:{resolved}"
         elif pretrained is None and not model.startswith("hf-hub:"):
             raise _fail(path, f"{key}.pretrained", "required: a pretrained tag, a checkpoint file, or none")
         if pretrained is not None:
             pretrained = _as_str(str(pretrained), f"{key}.pretrained", path)
-            if _looks_like_path(pretrained):
+            if _looks_like_path(pretrained) and not model.startswith("hf:"):
                 ckpt = _resolve(pretrained, base, f"{key}.pretrained", path)
                 if not ckpt.is_file():
                     raise _fail(path, f"{key}.pretrained", f"checkpoint {ckpt} not found")

@@ -32,9 +32,10 @@ def classify(
         f"cache, else {defaults.DESCRIPTIONS_PER_CLASS}.", show_default=False),
     allow_fewer_descriptions: bool = typer.Option(False, "--allow-fewer-descriptions",
                                                   help="Use what a class has when it has fewer than M."),
-    model: str = typer.Option(defaults.MODEL, help="open_clip model: name, hf-hub:ORG/REPO or local-dir:PATH."),
+    model: str = typer.Option(defaults.MODEL, help="open_clip model: name, hf-hub:ORG/REPO or local-dir:PATH; "
+                              "transformers model: hf:ORG/REPO or hf:PATH (pip install 'awt[hf]')."),
     pretrained: str = typer.Option(defaults.PRETRAINED, help="Pretrained tag, checkpoint file, or 'none' for "
-                                   "random weights."),
+                                   "random weights; for hf: models a Hub revision (default branch unless given)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     precision: str = typer.Option("auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16, amp, "
                                   "amp_bf16."),
