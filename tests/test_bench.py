@@ -1,4 +1,8 @@
-"""`awt bench`: dataset readers, metrics, the feature cache, and whole sweeps on real Caltech101 images."""
+"""`awt bench`: dataset readers, metrics, the feature cache, and whole sweeps on real photos.
+
+The sweeps run on a small labelled set made from the repository's example photos (the
+``labeled_images`` fixture); only the tests about ../shared's own files need ../shared.
+"""
 
 from __future__ import annotations
 
@@ -65,25 +69,19 @@ class EncodeCounter:
         return self.rows // (views + 1)
 
 
-def caltech_rows(caltech_dir: Path) -> list[dict]:
-    with open(caltech_dir / "labels.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_small_csv(caltech_dir: Path, folder: Path, per_class: int = 3, classes=(0, 1, 2, 3),
+def write_small_csv(images, folder: Path, per_class: int = 3, classes=(0, 1, 2, 3),
                     rename: dict[int, str] | None = None) -> Path:
-    """A labels.csv over a few real Caltech101 images (absolute paths), labels renumbered 0..k-1."""
-    rows = caltech_rows(caltech_dir)
+    """A labels.csv over a few of ``images``' photos (absolute paths), labels renumbered 0..k-1."""
+    assert per_class <= images.per_class
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "labels.csv"
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "classname"])
         for new, old in enumerate(classes):
-            picked = [r for r in rows if int(r["label"]) == old][:per_class]
-            for r in picked:
-                name = (rename or {}).get(new, r["classname"])
-                w.writerow([str(caltech_dir / r["path"]), new, name])
+            picked = [(path, name) for path, label, name in images.rows if label == old][:per_class]
+            for path, name in picked:
+                w.writerow([str(path), new, (rename or {}).get(new, name)])
     return out
 
 
@@ -92,8 +90,8 @@ def write_config(path: Path, **sections) -> Path:
     return path
 
 
-def small_config(tmp_path: Path, caltech_dir: Path, tiny_model_name: str, shared_dir: Path, **settings) -> Path:
-    data = write_small_csv(caltech_dir, tmp_path / "data")
+def small_config(tmp_path: Path, images, tiny_model_name: str, **settings) -> Path:
+    data = write_small_csv(images, tmp_path / "data")
     base = {"views": 4, "descriptions_per_class": 4, "seed": 0, "batch_size": 4, "workers": 0, "shard_batches": 1,
             "device": "cpu"}
     base.update(settings)
@@ -103,8 +101,8 @@ def small_config(tmp_path: Path, caltech_dir: Path, tiny_model_name: str, shared
         methods=list(METHODS),
         settings=base,
         backbones=[{"name": "tiny", "model": tiny_model_name}],
-        datasets=[{"name": "cal4", "path": str(data.parent), "template": "a photo of a {}.",
-                   "descriptions": str(shared_dir / "descriptions" / "awt" / "caltech101.json")}],
+        datasets=[{"name": "ex4", "path": str(data.parent), "template": "a photo of a {}.",
+                   "descriptions": str(images.descriptions)}],
     )
 
 
@@ -186,7 +184,20 @@ def test_shared_caltech_csv_and_split_agree(caltech_dir):
     # 50 images cover 50 classes, not the first 50 rows (all 'face')
     picked = stratified_subset(csv_set.paths, csv_set.labels, 50, 0)
     assert len({csv_set.labels[i] for i in picked}) == 50
+
+
+def test_labels_csv_folder(labeled_images):
+    ds = read_dataset(labeled_images.root)                    # a folder with labels.csv
+    assert ds.format == "csv" and ds.classnames == labeled_images.classnames
+    assert ds.labels == [label for _, label, _ in labeled_images.rows]
+    assert ds.paths == [str(path.resolve()) for path, _, _ in labeled_images.rows]
+    assert all(Path(p).is_file() for p in ds.paths)
+    assert {Path(p).suffix for p in ds.paths} == {".jpg", ".jpeg", ".png"}
+    assert read_labels_csv(labeled_images.labels_csv).paths == ds.paths
+    picked = stratified_subset(ds.paths, ds.labels, 4, 0)    # 4 images cover the 4 classes
+    assert len({ds.labels[i] for i in picked}) == 4
     assert clean_classname("inline_skate") == "inline skate"
+    assert [clean_classname(n) for n in ds.classnames] == ["astronaut", "cat", "cup of coffee", "rocket"]
 
 
 def test_imagenet_duplicate_names_stay_distinct(shared_dir):
@@ -200,14 +211,13 @@ def test_imagenet_duplicate_names_stay_distinct(shared_dir):
     assert sorted(set(ds.labels)) == list(range(1000))
 
 
-def _copy_images(caltech_dir: Path, target: Path, per_class: int = 2, classes=(0, 1, 2)) -> dict[int, list[Path]]:
-    rows = caltech_rows(caltech_dir)
+def _copy_images(images, target: Path, per_class: int = 2, classes=(0, 1, 2)) -> dict[int, list[Path]]:
+    """Copies of ``images``' photos as ``target/<class folder>/<file>``."""
     out = {}
     for c in classes:
-        picked = [r for r in rows if int(r["label"]) == c][:per_class]
+        picked = [path for path, label, _ in images.rows if label == c][:per_class]
         out[c] = []
-        for r in picked:
-            src = caltech_dir / r["path"]
+        for src in picked:
             dst = target / src.parent.name / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
@@ -215,17 +225,17 @@ def _copy_images(caltech_dir: Path, target: Path, per_class: int = 2, classes=(0
     return out
 
 
-def test_coop_split_both_shapes(caltech_dir, tmp_path):
+def test_coop_split_both_shapes(labeled_images, tmp_path):
     root = tmp_path / "caltech-101"
-    images = _copy_images(caltech_dir, root / "101_ObjectCategories")
+    images = _copy_images(labeled_images, root / "101_ObjectCategories")
     rel = {c: [f"{p.parent.name}/{p.name}" for p in ps] for c, ps in images.items()}
-    names = {0: "face", 1: "leopard", 2: "motorbike"}
+    names = {0: "astronaut", 1: "cat", 2: "cup_of_coffee"}
     doc = {"train": [[rel[2][0], 2, names[2]]],
            "val": [],
            "test": [[r, c, names[c]] for c in (0, 1) for r in rel[c]]}
     (root / "split_zhou_Caltech101.json").write_text(json.dumps(doc))
     ds = read_dataset(root)                                   # auto: a folder with split_zhou_*.json
-    assert ds.format == "coop" and ds.classnames == ["face", "leopard", "motorbike"]  # motorbike only in train
+    assert ds.format == "coop" and ds.classnames == ["astronaut", "cat", "cup_of_coffee"]  # the last only in train
     assert ds.labels == [0, 0, 1, 1] and all(Path(p).is_file() for p in ds.paths)
     assert Path(ds.extra["image_dir"]) == (root / "101_ObjectCategories").resolve()
     train = read_coop_split(root / "split_zhou_Caltech101.json", part="train")
@@ -234,7 +244,7 @@ def test_coop_split_both_shapes(caltech_dir, tmp_path):
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps(doc["test"]))
     ds2 = read_coop_split(plain, image_dir=root / "101_ObjectCategories")
-    assert ds2.paths == ds.paths and ds2.classnames == ["face", "leopard"]
+    assert ds2.paths == ds.paths and ds2.classnames == ["astronaut", "cat"]
     with pytest.raises(AWTError, match="no 'test' part|cannot find"):
         bad = tmp_path / "bad"
         bad.mkdir()
@@ -242,9 +252,9 @@ def test_coop_split_both_shapes(caltech_dir, tmp_path):
         read_dataset(bad)
 
 
-def test_image_folder(caltech_dir, tmp_path):
+def test_image_folder(labeled_images, tmp_path):
     root = tmp_path / "folder"
-    _copy_images(caltech_dir, root, per_class=2, classes=(2, 0, 1))
+    _copy_images(labeled_images, root, per_class=2, classes=(2, 0, 1))
     folders = sorted(p.name for p in root.iterdir())
     ds = read_dataset(root)
     assert ds.format == "imagefolder" and ds.classnames == folders
@@ -262,8 +272,8 @@ def test_image_folder(caltech_dir, tmp_path):
 
 # -- config validation ------------------------------------------------------------------------------
 
-def test_config_errors_name_the_key(tmp_path, caltech_dir, shared_dir, tiny_model_name):
-    good = yaml.safe_load(small_config(tmp_path, caltech_dir, tiny_model_name, shared_dir).read_text())
+def test_config_errors_name_the_key(tmp_path, labeled_images, tiny_model_name):
+    good = yaml.safe_load(small_config(tmp_path, labeled_images, tiny_model_name).read_text())
 
     def check(mutate, pattern):
         cfg = json.loads(json.dumps(good))
@@ -277,9 +287,9 @@ def test_config_errors_name_the_key(tmp_path, caltech_dir, shared_dir, tiny_mode
     check(lambda c: c["settings"].update(vews=3), r"settings\.vews: unknown key")
     check(lambda c: c["datasets"][0].update(templat="x {}"), r"datasets\[0\]\.templat: unknown key")
     check(lambda c: c.update(methods=["awt", "tip-adapter"]), r"methods\[1\]: unknown method 'tip-adapter'")
-    check(lambda c: c["datasets"][0].update(path="nowhere/at/all"), r"datasets\[0\] \(cal4\)\.path: .*nowhere/at/all not found")
+    check(lambda c: c["datasets"][0].update(path="nowhere/at/all"), r"datasets\[0\] \(ex4\)\.path: .*nowhere/at/all not found")
     check(lambda c: c["datasets"][0].update(descriptions="missing.json"),
-          r"datasets\[0\] \(cal4\)\.descriptions: descriptions file .*missing\.json not found")
+          r"datasets\[0\] \(ex4\)\.descriptions: descriptions file .*missing\.json not found")
     check(lambda c: c["settings"].update(views=-1), r"settings\.views: must be >= 0")
     check(lambda c: c["backbones"].append({"name": "tiny", "model": tiny_model_name}), r"backbones\[1\]\.name")
     check(lambda c: c["backbones"].__setitem__(0, {"model": "ViT-B-16"}), r"backbones\[0\]\.pretrained: required")
@@ -288,39 +298,6 @@ def test_config_errors_name_the_key(tmp_path, caltech_dir, shared_dir, tiny_mode
           r"data_root: environment variable AWT_SURELY_UNSET_VAR is not set")
     if not torch.cuda.is_available():
         check(lambda c: c["settings"].update(device="cuda"), r"settings\.device: .*CUDA is not available")
-
-
-def test_paper_config_is_well_formed(tmp_path, monkeypatch, shared_dir):
-    paper = REPO / "benchmarks" / "configs" / "paper.yaml"
-    raw = yaml.safe_load(paper.read_text())
-    # a fake CoOp data root holding every path the config names (existence is all load_config checks)
-    for d in raw["datasets"]:
-        for key in ("path", "image_dir", "classnames"):
-            if key in d:
-                p = tmp_path / d[key]
-                if p.suffix in (".json", ".txt"):
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                    p.touch()
-                else:
-                    p.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("COOP_DATA", str(tmp_path))
-    cfg = load_config(paper)
-    assert [d.name for d in cfg.datasets] == ["imagenet", "caltech101", "oxford_pets", "stanford_cars",
-                                              "oxford_flowers", "food101", "fgvc_aircraft", "sun397", "dtd",
-                                              "eurosat", "ucf101"]
-    assert cfg.settings.views == [50] and cfg.settings.descriptions_per_class == [50]
-    assert cfg.backbones[0].model == "ViT-B-16" and cfg.backbones[0].pretrained == "openai"
-    assert all(d.descriptions is not None and d.descriptions.is_file() for d in cfg.datasets)
-    templates = {d.name: d.template for d in cfg.datasets}
-    assert templates["oxford_pets"] == "a photo of a {}, a type of pet."
-    assert templates["eurosat"] == "a centered satellite photo of {}."
-    assert templates["dtd"] == "{} texture."
-    assert len(plan_runs(cfg)) == 11 * len(METHODS)
-    monkeypatch.delenv("COOP_DATA")
-    with pytest.raises(AWTError, match="data_root: environment variable COOP_DATA is not set"):
-        load_config(paper)
-    results = yaml.safe_load((REPO / "benchmarks" / "configs" / "paper_results.yaml").read_text())
-    assert set(results["top1"]["awt"]) == set(templates)
 
 
 def test_cli_prints_one_line_error(tmp_path):
@@ -343,8 +320,8 @@ def test_cli_prints_one_line_error(tmp_path):
 # -- sweeps -----------------------------------------------------------------------------------------
 
 @pytest.fixture()
-def sweep(tmp_path, caltech_dir, shared_dir, tiny_model_name):
-    return small_config(tmp_path, caltech_dir, tiny_model_name, shared_dir), tmp_path / "out"
+def sweep(tmp_path, labeled_images, tiny_model_name):
+    return small_config(tmp_path, labeled_images, tiny_model_name), tmp_path / "out"
 
 
 def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone):
@@ -424,7 +401,7 @@ def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone
     write_config(config_path, **cfg)
     counter.calls = counter.rows = 0
     more = quiet_run(config_path, out)
-    assert sorted(more.ran) == sorted(f"tiny/cal4/{m} views=2 M={0 if m == 'awt-image' else 4} seed=0"
+    assert sorted(more.ran) == sorted(f"tiny/ex4/{m} views=2 M={0 if m == 'awt-image' else 4} seed=0"
                                       for m in ("awt", "awt-uniform", "awt-image"))
     assert counter.rows == 12 * 3
     assert len(list(csv.DictReader(open(out / "summary.csv")))) == len(METHODS) + 3
@@ -469,8 +446,8 @@ def test_interrupted_encoding_resumes(sweep, monkeypatch, tiny_backbone, tmp_pat
     assert torch.allclose(resumed.float(), fresh.features.float(), atol=2e-3, rtol=0)
 
 
-def test_out_of_memory_halves_the_batch(caltech_dir, tmp_path, tiny_backbone, monkeypatch):
-    paths = read_labels_csv(write_small_csv(caltech_dir, tmp_path / "d", per_class=3, classes=(0, 1))).paths
+def test_out_of_memory_halves_the_batch(labeled_images, tmp_path, tiny_backbone, monkeypatch):
+    paths = read_labels_csv(write_small_csv(labeled_images, tmp_path / "d", per_class=3, classes=(0, 1))).paths
     views = 2
 
     def oom_above_two_images(counter, pixels):
@@ -495,25 +472,25 @@ def test_out_of_memory_halves_the_batch(caltech_dir, tmp_path, tiny_backbone, mo
                          workers=0, progress=False, log=notes.append)
 
 
-def test_duplicate_class_names_and_unreadable_images(caltech_dir, shared_dir, tmp_path, tiny_model_name):
-    # label 3 (accordion images) is also called 'face': two classes, one name
-    data = write_small_csv(caltech_dir, tmp_path / "dup", per_class=2, rename={3: "face"})
+def test_duplicate_class_names_and_unreadable_images(labeled_images, tmp_path, tiny_model_name):
+    # label 3 (rocket photos) is also called 'astronaut': two classes, one name
+    data = write_small_csv(labeled_images, tmp_path / "dup", per_class=2, rename={3: "astronaut"})
     with open(data, "a", newline="") as f:
-        csv.writer(f).writerow([str(tmp_path / "missing.jpg"), 1, "leopard"])
+        csv.writer(f).writerow([str(tmp_path / "missing.jpg"), 1, "cat"])
     cfg = write_config(tmp_path / "dup.yaml", methods=["clip", "awt"],
                        settings={"views": 2, "descriptions_per_class": 2, "workers": 0, "device": "cpu"},
                        backbones=[{"name": "tiny", "model": tiny_model_name}],
                        datasets=[{"name": "dup", "path": str(data.parent),
-                                  "descriptions": str(shared_dir / "descriptions" / "awt" / "caltech101.json")}])
+                                  "descriptions": str(labeled_images.descriptions)}])
     result = quiet_run(cfg, tmp_path / "out")
     assert [r["classes"] for r in result.records] == [4, 4]
     assert [(r["images"], r["unreadable"]) for r in result.records] == [(8, 1), (8, 1)]
     assert "missing.jpg" in next(iter(result.records[0]["dataset_info"]["unreadable"].values()))
-    assert read_labels_csv(data).classnames == ["face", "leopard", "motorbike", "face"]
+    assert read_labels_csv(data).classnames == ["astronaut", "cat", "cup_of_coffee", "astronaut"]
 
 
-def test_inline_model_and_cuda_free_defaults(caltech_dir, shared_dir, tmp_path):
-    data = write_small_csv(caltech_dir, tmp_path / "d", per_class=1, classes=(0, 1))
+def test_inline_model_and_cuda_free_defaults(labeled_images, tmp_path):
+    data = write_small_csv(labeled_images, tmp_path / "d", per_class=1, classes=(0, 1))
     cfg = write_config(tmp_path / "inline.yaml", methods=["clip"],
                        settings={"views": 0, "workers": 0},
                        backbones=[{"name": "inline", "model_cfg": {
@@ -529,16 +506,41 @@ def test_inline_model_and_cuda_free_defaults(caltech_dir, shared_dir, tmp_path):
 
 
 @pytest.mark.skipif(not SMOKE.is_file(), reason="benchmarks/configs/smoke.yaml not found")
-def test_smoke_config_end_to_end(caltech_dir, tmp_path, monkeypatch):
-    counter = EncodeCounter(monkeypatch)
-    cfg = load_config(SMOKE)
+def test_smoke_config_end_to_end(labeled_images, tmp_path, monkeypatch):
+    # the smoke config as written (methods, settings, inline backbone), its dataset swapped for the
+    # example photos; their descriptions file has 6 per class where the config asks for 50
+    raw = yaml.safe_load(SMOKE.read_text())
+    (spec,) = raw["datasets"]
+    spec.update(path=str(labeled_images.root), descriptions=str(labeled_images.descriptions),
+                allow_fewer_descriptions=True)
+    cfg = load_config(write_config(tmp_path / "smoke.yaml", **raw))
     views = cfg.settings.views[0]
+    images = len(labeled_images.rows)
+    assert cfg.datasets[0].limit >= images                    # every image
+    counter = EncodeCounter(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = run_bench(cfg, tmp_path / "smoke", progress=False, log=lambda m: None)
     rows = list(csv.DictReader(open(tmp_path / "smoke" / "summary.csv")))
     assert sorted(r["method"] for r in rows) == sorted(METHODS)
-    assert all(r["images"] == "50" and 0 <= float(r["top1"]) <= float(r["top5"]) <= 100 for r in rows)
-    assert counter.images(views) == 50                       # once, not once per method
+    assert all(r["images"] == str(images) and 0 <= float(r["top1"]) <= float(r["top5"]) <= 100 for r in rows)
+    assert counter.images(views) == images                   # once, not once per method
     assert len(list((tmp_path / "smoke" / "runs").rglob("*.json"))) == len(METHODS)
     assert len(result.ran) == len(METHODS)
+
+
+@pytest.mark.skipif(not SMOKE.is_file(), reason="benchmarks/configs/smoke.yaml not found")
+def test_smoke_config_reads_the_shared_data(caltech_dir):
+    # as written, the smoke config runs on 50 of ../shared's Caltech101 images, one per class
+    cfg = load_config(SMOKE)
+    (spec,) = cfg.datasets
+    assert spec.path.resolve() == (REPO.parent / "shared" / "data" / "caltech101").resolve()
+    assert spec.descriptions is not None and spec.descriptions.is_file()
+    ds = read_dataset(spec.path)
+    picked = stratified_subset(ds.paths, ds.labels, spec.limit, spec.subset_seed)
+    assert spec.limit == len(picked) == 50 and len({ds.labels[i] for i in picked}) == 50
+    from awt.descriptions import load_descriptions
+
+    desc = load_descriptions(spec.descriptions).for_classes(ds.classnames)
+    assert min(len(d) for d in desc) >= cfg.settings.descriptions_per_class[0]
+    assert len(plan_runs(cfg)) == len(METHODS)

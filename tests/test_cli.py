@@ -1,4 +1,6 @@
-"""`awt classify` as a user runs it: a real process, real files from ../shared, exit codes, messages."""
+"""`awt classify` as a user runs it: a real process, real photos (made from the repository's
+examples by the ``labeled_images`` fixture), exit codes, messages. Only the test of the AWT
+authors' descriptions file needs ../shared."""
 
 from __future__ import annotations
 
@@ -22,29 +24,31 @@ def run_awt(*args: str, cache: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, caltech_dir, shared_dir):
-    """Real JPEGs from caltech101 and ImageNet, plus grayscale, RGBA, truncated and bogus files made from them."""
+def inputs(tmp_path_factory, labeled_images):
+    """Real JPEGs of three classes and one with an upper-case .JPEG suffix, plus grayscale, RGBA,
+    truncated and bogus files made from them; a class file naming their classes and one more."""
     d = tmp_path_factory.mktemp("inputs")
-    rows = (caltech_dir / "labels.csv").read_text().splitlines()[1:]
-    picks = [rows[0], rows[len(rows) // 2], rows[-1]]
+    jpegs = [(path, label, name) for path, label, name in labeled_images.rows if path.suffix == ".jpg"]
+    picks = [next(r for r in jpegs if r[1] == c) for c in (0, 1, 2)]
     names = []
-    for i, row in enumerate(picks):
-        rel, _, cls = row.split(",", 2)
-        shutil.copy(caltech_dir / rel, d / f"caltech_{i}.jpg")
+    for i, (path, _, cls) in enumerate(picks):
+        shutil.copy(path, d / f"photo_{i}.jpg")
         names.append(cls)
-    shutil.copy(shared_dir / "data/imagenet-sample/n04389033_tank.JPEG", d / "tank.JPEG")
-    src = Image.open(caltech_dir / picks[1].split(",")[0])
+    rocket = next(r for r in labeled_images.rows if r[1] == 3 and r[0].suffix != ".jpg")   # a PNG: re-encoded
+    Image.open(rocket[0]).convert("RGB").save(d / "rocket.JPEG", format="JPEG", quality=90)
+    src = Image.open(picks[1][0])
     src.convert("L").save(d / "gray.png")
     rgba = src.convert("RGBA")
     rgba.putalpha(128)
     rgba.save(d / "rgba.png")
-    data = (caltech_dir / picks[2].split(",")[0]).read_bytes()
+    data = picks[2][0].read_bytes()
     bad = tmp_path_factory.mktemp("bad")
     (bad / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (bad / "notes.jpg").write_text("not an image at all")
     classes = tmp_path_factory.mktemp("classes") / "classes.txt"
-    classes.write_text("# test classes\n\n" + "\n".join(dict.fromkeys(names + ["tank", "accordion"])) + "\n")
-    return {"good": d, "bad": bad, "classes": classes, "n_classes": len(dict.fromkeys(names + ["tank", "accordion"]))}
+    listed = list(dict.fromkeys(names + [rocket[2], "accordion"]))
+    classes.write_text("# test classes\n\n" + "\n".join(listed) + "\n")
+    return {"good": d, "bad": bad, "classes": classes, "n_classes": len(listed)}
 
 
 def test_json_output_for_a_directory_and_bad_files(inputs, tiny_model_name, tmp_path):
@@ -56,9 +60,9 @@ def test_json_output_for_a_directory_and_bad_files(inputs, tiny_model_name, tmp_
     assert r.returncode == 1, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     by_image = {Path(x["image"]).name: x for x in lines}
-    assert set(by_image) == {"caltech_0.jpg", "caltech_1.jpg", "caltech_2.jpg", "tank.JPEG", "gray.png", "rgba.png",
+    assert set(by_image) == {"photo_0.jpg", "photo_1.jpg", "photo_2.jpg", "rocket.JPEG", "gray.png", "rgba.png",
                              "truncated.jpg", "notes.jpg", "missing.jpg"}
-    for name in ["caltech_0.jpg", "caltech_1.jpg", "caltech_2.jpg", "tank.JPEG", "gray.png", "rgba.png"]:
+    for name in ["photo_0.jpg", "photo_1.jpg", "photo_2.jpg", "rocket.JPEG", "gray.png", "rgba.png"]:
         preds = by_image[name]["predictions"]
         assert len(preds) == 3
         scores = [p["score"] for p in preds]
@@ -75,29 +79,45 @@ def test_json_output_for_a_directory_and_bad_files(inputs, tiny_model_name, tmp_
 
 
 def test_human_output_and_reproducibility(inputs, tiny_model_name, tmp_path):
-    args = ["classify", str(inputs["good"] / "tank.JPEG"), "--classes", str(inputs["classes"]), "--model",
+    args = ["classify", str(inputs["good"] / "rocket.JPEG"), "--classes", str(inputs["classes"]), "--model",
             tiny_model_name, "--views", "3"]
     first = run_awt(*args, cache=tmp_path / "cache")
     second = run_awt(*args, "--batch-size", "1", "--workers", "0", cache=tmp_path / "cache")
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     lines = first.stdout.splitlines()
-    assert lines[0].endswith("tank.JPEG") and lines[1].lstrip().startswith("1.")
+    assert lines[0].endswith("rocket.JPEG") and lines[1].lstrip().startswith("1.")
     assert len(lines) == 1 + min(5, inputs["n_classes"])
     assert "randomly initialised" in first.stderr
 
 
-def test_descriptions_file_from_the_paper(inputs, tiny_model_name, tmp_path, shared_dir):
-    desc = shared_dir / "descriptions/awt/caltech101.json"
-    r = run_awt("classify", str(inputs["good"] / "caltech_0.jpg"), "--classes", str(inputs["classes"]), "--model",
+def test_descriptions_file(inputs, labeled_images, tiny_model_name, tmp_path):
+    desc = labeled_images.descriptions
+    r = run_awt("classify", str(inputs["good"] / "photo_0.jpg"), "--classes", str(inputs["classes"]), "--model",
                 tiny_model_name, "--views", "2", "--descriptions", str(desc), "--descriptions-per-class", "5",
                 "--json", cache=tmp_path / "cache")
-    # 'tank' is not a caltech101 class: a one-line error naming it, no traceback.
+    # 'accordion' is not in the descriptions file: a one-line error naming it, no traceback.
     assert r.returncode == 1
-    assert "tank" in r.stderr and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "accordion" in errors[0] and str(desc) in errors[0]
+    assert "Traceback" not in r.stderr and not r.stdout
+    # its six classes (four with photos here, two more), 6 sentences each: 5 are used
+    classes = tmp_path / "described.txt"
+    classes.write_text("\n".join(json.loads(desc.read_text())))
+    r = run_awt("classify", str(inputs["good"] / "photo_0.jpg"), "--classes", str(classes), "--model",
+                tiny_model_name, "--views", "2", "--descriptions", str(desc), "--descriptions-per-class", "5",
+                "--json", cache=tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["predictions"]) == 5
+    assert "template alone" not in r.stderr
+
+
+def test_descriptions_file_from_the_paper(inputs, tiny_model_name, tmp_path, shared_dir):
+    # the AWT authors' own file (about 50 per class, 100 classes) is read as it is
+    desc = shared_dir / "descriptions/awt/caltech101.json"
     classes = tmp_path / "caltech.txt"
     classes.write_text("\n".join(list(json.loads(desc.read_text()))[:6]))
-    r = run_awt("classify", str(inputs["good"] / "caltech_0.jpg"), "--classes", str(classes), "--model",
+    r = run_awt("classify", str(inputs["good"] / "photo_0.jpg"), "--classes", str(classes), "--model",
                 tiny_model_name, "--views", "2", "--descriptions", str(desc), "--descriptions-per-class", "5",
                 "--json", cache=tmp_path / "cache")
     assert r.returncode == 0, r.stderr
@@ -113,7 +133,7 @@ def test_bad_class_files(content, message, inputs, tiny_model_name, tmp_path):
     classes = tmp_path / "classes.txt"
     if content is not None:
         classes.write_text(content)
-    r = run_awt("classify", str(inputs["good"] / "tank.JPEG"), "--classes", str(classes), "--model", tiny_model_name,
+    r = run_awt("classify", str(inputs["good"] / "rocket.JPEG"), "--classes", str(classes), "--model", tiny_model_name,
                 cache=tmp_path / "cache")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == f"error: {classes}: {message}"
@@ -122,7 +142,7 @@ def test_bad_class_files(content, message, inputs, tiny_model_name, tmp_path):
 def test_duplicate_names_warn_once_and_stay_distinct(inputs, tiny_model_name, tmp_path):
     classes = tmp_path / "dups.txt"
     classes.write_text("missile\nsunglasses\nmissile\nsunglasses\ncat\n")
-    r = run_awt("classify", str(inputs["good"] / "tank.JPEG"), "--classes", str(classes), "--model", tiny_model_name,
+    r = run_awt("classify", str(inputs["good"] / "rocket.JPEG"), "--classes", str(classes), "--model", tiny_model_name,
                 "--views", "2", "--json", cache=tmp_path / "cache")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("duplicate class names") == 1
@@ -143,7 +163,9 @@ def test_unknown_pretrained_tag_and_offline_download(tmp_path):
                 "--pretrained", "openai", cache=tmp_path / "cache")
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
-    assert "could not download" in last and "RN50" in last and "--pretrained /path/to/checkpoint" in last
+    # offline (HF_HUB_OFFLINE=1 here) it fails at once; online, after the download fails
+    assert "not in the local cache" in last or "could not download" in last
+    assert "RN50" in last and "--pretrained /path/to/checkpoint" in last
     assert "Traceback" not in r.stderr
 
 
