@@ -32,9 +32,8 @@ def load(folder: Path, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def image(caltech_dir) -> Image.Image:
-    path = sorted((caltech_dir).rglob("*.jpg"))[0]
-    with Image.open(path) as im:
+def image(labeled_images) -> Image.Image:
+    with Image.open(labeled_images.rows[0][0]) as im:
         return im.convert("RGB")
 
 
@@ -197,7 +196,7 @@ def clip_pair(tiny_backbone, tmp_path_factory):
     return tiny_backbone, load(folder)
 
 
-def test_clip_open_clip_and_transformers_agree(clip_pair, caltech_dir, shared_dir):
+def test_clip_open_clip_and_transformers_agree(clip_pair, labeled_images):
     from awt.classifier import AWTClassifier
     from awt.descriptions import load_descriptions
 
@@ -205,8 +204,8 @@ def test_clip_open_clip_and_transformers_agree(clip_pair, caltech_dir, shared_di
     assert oc.fingerprint != hf.fingerprint and (oc.library, hf.library) == ("open_clip", "transformers")
     assert hf.logit_scale == pytest.approx(oc.logit_scale) and hf.image_size == oc.image_size
     assert hf.mean == pytest.approx(oc.mean) and hf.std == pytest.approx(oc.std)
-    rows = [line.split(",") for line in (caltech_dir / "labels.csv").read_text().splitlines()[1:]]
-    paths = [str(caltech_dir / r[0]) for r in rows[::300]][:8]
+    rows = labeled_images.rows
+    paths = [str(r[0]) for r in rows[::2]][:8]
     images = [Image.open(p).convert("RGB") for p in paths]
     pix_oc = torch.stack([oc.preprocess(im) for im in images])
     pix_hf = torch.stack([hf.preprocess(im) for im in images])
@@ -220,8 +219,8 @@ def test_clip_open_clip_and_transformers_agree(clip_pair, caltech_dir, shared_di
     assert same_pixels < 1e-4
     prompts = [f"a photo of a {r[2]}." for r in rows[:50:5]] + TEXTS
     assert (oc.encode_texts(prompts) - hf.encode_texts(prompts)).abs().max() < 1e-4
-    names = sorted({r[2] for r in rows})[:20]
-    descriptions = load_descriptions(shared_dir / "descriptions" / "awt" / "caltech101.json")
+    descriptions = load_descriptions(labeled_images.descriptions)
+    names = list(descriptions.names)
     tops = []
     for bb in (oc, hf):
         clf = AWTClassifier(bb, names, descriptions=descriptions, descriptions_per_class=5,
@@ -232,29 +231,28 @@ def test_clip_open_clip_and_transformers_agree(clip_pair, caltech_dir, shared_di
 
 # -- end to end ---------------------------------------------------------------------------------
 
-def test_classify_and_bench_end_to_end(built, tmp_path, caltech_dir, shared_dir):
+def test_classify_and_bench_end_to_end(built, tmp_path, labeled_images):
     from test_bench import quiet_run, write_config, write_small_csv
     from test_cli import run_awt
 
     folder = built("siglip")
     classes = tmp_path / "classes.txt"
     classes.write_text("cat\ndog\nairplane\n")
-    rows = (caltech_dir / "labels.csv").read_text().splitlines()[1:3]
-    images = [str(caltech_dir / r.split(",")[0]) for r in rows]
+    images = [str(r[0]) for r in labeled_images.rows[:2]]
     done = run_awt("classify", *images, "--classes", str(classes), "--model", f"hf:{folder}", "--views", "3",
                    "--json", "--device", "cpu", cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == 2 and all(len(x["predictions"]) == 3 for x in lines)
 
-    data = write_small_csv(caltech_dir, tmp_path / "data")
+    data = write_small_csv(labeled_images, tmp_path / "data")
     config = write_config(
         tmp_path / "hf.yaml", name="hf", methods=["clip", "awt"],
         settings={"views": 2, "descriptions_per_class": 2, "batch_size": 4, "workers": 0, "device": "cpu",
                   "cache_dir": str(tmp_path / "cache")},
         backbones=[{"name": "tiny-siglip", "model": f"hf:{folder}"}],
         datasets=[{"name": "cal4", "path": str(data.parent), "template": "a photo of a {}.",
-                   "descriptions": str(shared_dir / "descriptions" / "awt" / "caltech101.json")}])
+                   "descriptions": str(labeled_images.descriptions)}])
     quiet_run(config, tmp_path / "out")
     records = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("*.json") if "runs" in p.parts or p.parent.name != "out"]
     records = [r for r in records if isinstance(r, dict) and r.get("format")]
