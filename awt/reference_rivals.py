@@ -31,10 +31,6 @@ def class_embedding(text: torch.Tensor, mask, c: int) -> torch.Tensor:
     return mean / mean.norm()
 
 
-def _cosines(view: torch.Tensor, embeddings: list[torch.Tensor]) -> list[float]:
-    return [float(view @ e) for e in embeddings]
-
-
 # -- DCLIP / WaffleCLIP ------------------------------------------------------------------------------
 
 
@@ -43,9 +39,10 @@ def description_single(image: torch.Tensor, text: torch.Tensor, mask, logit_scal
     view = image[0].float()
     out = []
     for c in range(text.shape[0]):
-        prompts = [(p, text[c, p].float()) for p in range(text.shape[1]) if mask is None or bool(mask[c, p])]
-        descriptions = [t for p, t in prompts if p > 0] or [t for p, t in prompts if p == 0]
-        out.append(sum(logit_scale * float(view @ t) for t in descriptions) / len(descriptions))
+        cos = (text[c].float() @ view).tolist()                              # this class's prompts
+        real = [p for p in range(text.shape[1]) if mask is None or bool(mask[c, p])]
+        descriptions = [p for p in real if p > 0] or [0]
+        out.append(sum(logit_scale * cos[p] for p in descriptions) / len(descriptions))
     return torch.tensor(out)
 
 
@@ -61,9 +58,9 @@ def _entropy(logits: list[float]) -> float:
 
 def zero_single(image: torch.Tensor, text: torch.Tensor, mask, logit_scale: float, gamma: float = 0.3) -> torch.Tensor:
     """ZERO for one image: vote counts of the most confident views, ties broken greedily."""
-    embeddings = [class_embedding(text, mask, c) for c in range(text.shape[0])]
+    embeddings = torch.stack([class_embedding(text, mask, c) for c in range(text.shape[0])])
     classes = len(embeddings)
-    cos = [_cosines(v.float(), embeddings) for v in image]                  # [view][class]
+    cos = [(embeddings @ v.float()).tolist() for v in image]                # [view][class]
     entropy = [_entropy([logit_scale * x for x in row]) for row in cos]
     order = sorted(range(len(cos)), key=lambda v: (entropy[v], v))          # most confident first
     keep = max(1, int(len(cos) * gamma))
@@ -153,7 +150,7 @@ def autoclip_single(image: torch.Tensor, text: torch.Tensor, mask, logit_scale: 
     """AutoCLIP for one image: the gradient written out as sums, scipy's bisection as a loop."""
     view = image[0].float()
     classes, prompts = text.shape[:2]
-    sim = [[float(view @ text[c, d].float()) for d in range(prompts)] for c in range(classes)]
+    sim = [(text[c].float() @ view).tolist() for c in range(classes)]       # [class][descriptor] cosines
     real = [[mask is None or bool(mask[c, d]) for d in range(prompts)] for c in range(classes)]
     if prompts == 1:
         return torch.tensor([logit_scale * sim[c][0] for c in range(classes)])
