@@ -3,6 +3,8 @@ transcription of its authors' own scoring code, and the prompt sets the registry
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -368,3 +370,17 @@ def test_effective_settings_and_prompt_set_keys():
     assert key("dclip") == key("awt") == ("descriptions", 50)
     assert key("waffle", 1) != key("waffle", 2)
     assert key("templates") == key("autoclip") != key("zero-ensemble")
+
+
+def test_rivals_config_is_the_paper_protocol_with_every_method():
+    import yaml
+
+    from awt.bench.config import load_config
+
+    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    rivals_cfg = yaml.safe_load((configs / "rivals.yaml").read_text())
+    paper = yaml.safe_load((configs / "paper.yaml").read_text())
+    assert rivals_cfg["datasets"] == paper["datasets"] and len(rivals_cfg["datasets"]) == 18
+    assert rivals_cfg["settings"] == paper["settings"] and rivals_cfg["backbones"] == paper["backbones"]
+    assert rivals_cfg["methods"] == "all"
+    assert load_config(configs / "smoke.yaml").methods == methods.method_names()
