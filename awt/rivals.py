@@ -74,7 +74,8 @@ def zero_scores(image: torch.Tensor, text: torch.Tensor, mask: torch.Tensor | No
 
     Follows github.com/FarinaMatteo/zero, ``ttas/zero.py: Zero.zero`` with ``confidence_filter`` and
     ``greedy_break``: probabilities ``softmax(s * cos)``, entropy ranking (stable: ties by view
-    index), votes ``softmax(cos / eps)`` summed over the kept views (``eps`` = float32 epsilon, so a
+    index; ``0 log 0 = 0``, where the authors' ``p.log()`` gives NaN once a probability underflows
+    and so ranks the most confident views last), votes ``softmax(cos / eps)`` summed over the kept views (``eps`` = float32 epsilon, so a
     vote is one-hot but for exact ties), and a tie for the most votes broken by the first discarded
     view, in confidence order, whose prediction is among the tied classes (+1 to that class). Where
     none is, the tied class with the highest cosine in the first discarded view (or, when every view
