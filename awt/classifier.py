@@ -17,7 +17,7 @@ from . import defaults, distributed
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
 from .images import ImageInput
-from .methods import get_method, score
+from .methods import DESCRIPTIONS, get_method, score
 from .prompts import DEFAULT_DESCRIPTIONS, DEFAULT_TEMPLATE, ClassPrompts, default_cache_dir, encode_classes
 from .scoring import AWTConfig
 from .views import DEFAULT_VIEWS, ViewFeatures, encode_views
@@ -68,7 +68,10 @@ class AWTClassifier:
         """``descriptions``: a :class:`~awt.descriptions.DescriptionSet`, ``{name: [sentences]}`` or
         one list per class. ``classes``, if given, are the class prompts already encoded (no prompts
         are built or encoded). ``progress``: a progress bar on stderr while the prompts are encoded.
-        ``max_pixels``: larger images are refused as possible decompression bombs (None: no limit)."""
+        ``max_pixels``: larger images are refused as possible decompression bombs (None: no limit).
+
+        The template and descriptions are encoded here; a method that reads another prompt set
+        (WaffleCLIP's descriptors, CLIP's templates) has it encoded on its first use, once."""
         if views < 0:
             raise AWTError("views must be >= 0")
         self.backbone = backbone
@@ -76,11 +79,15 @@ class AWTClassifier:
         self.seed = seed
         self.config = config
         self.max_pixels = max_pixels
+        self.template = template
+        self._cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
+        self._progress = progress
+        self._other_sets: dict[tuple, ClassPrompts] = {}
         if classes is None:
             classes = encode_classes(
                 backbone, classnames, template=template, descriptions=descriptions,
                 descriptions_per_class=descriptions_per_class, allow_fewer_descriptions=allow_fewer_descriptions,
-                cache_dir=default_cache_dir() if cache_dir == "default" else cache_dir, progress=progress)
+                cache_dir=self._cache_dir, progress=progress)
         elif len(classes) != len(classnames):
             raise AWTError(f"encoded prompts for {len(classes)} classes, {len(classnames)} names")
         self.classes = classes
@@ -114,9 +121,22 @@ class AWTClassifier:
         return encode_views(self.backbone, images, views=self.views if views is None else views, seed=self.seed,
                             batch_size=batch_size, num_workers=num_workers, max_pixels=self.max_pixels)
 
+    def classes_for(self, method: str = "awt") -> ClassPrompts:
+        """The encoded prompt set ``method`` reads: the classifier's own (template and descriptions),
+        or its own set, encoded on first use (:func:`~awt.prompts.method_prompts`)."""
+        m = get_method(method)
+        key = m.prompt_set(0, True, self.seed)
+        if key[0] == DESCRIPTIONS:
+            return self.classes
+        if key not in self._other_sets:
+            self._other_sets[key] = encode_classes(
+                self.backbone, self.classnames, template=self.template, cache_dir=self._cache_dir,
+                progress=self._progress, method=m, seed=self.seed)
+        return self._other_sets[key]
+
     def scores(self, image_features: torch.Tensor, method: str = "awt") -> torch.Tensor:
         """(batch, views, dim) image features -> (batch, classes) scores of ``method``."""
-        c = self.classes
+        c = self.classes_for(method)
         return score(method, image_features, c.features, c.mask, self.logit_scale, self.config)
 
     def predict(self, image_features: torch.Tensor, top_k: int = 5, method: str = "awt") -> list[list[Prediction]]:
@@ -154,6 +174,7 @@ class AWTClassifier:
         scorer alone, and the device never idles while the host waits.
         """
         m = get_method(method)
+        self.classes_for(method)   # its prompts encoded now, not on the scoring stream
         results = [ImageResult(_describe_input(x)) for x in images]
         done = [False] * len(results)
         shown = 0

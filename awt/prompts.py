@@ -55,6 +55,41 @@ def build_prompts(
     return prompts
 
 
+def method_prompts(
+    method,
+    classnames: Sequence[str],
+    template: str = DEFAULT_TEMPLATE,
+    descriptions: Sequence[Sequence[str]] | None = None,
+    per_class: int = DEFAULT_DESCRIPTIONS,
+    seed: int = 0,
+    allow_fewer: bool = False,
+) -> list[list[str]]:
+    """The prompts of the set ``method`` (a name or :class:`~awt.methods.Method`) reads -- the one
+    place a method's prompts are built.
+
+    ``template``/``descriptions``: the bare template, then ``per_class`` descriptions
+    (:func:`build_prompts`; none for a template method). ``waffle``: the bare template, then
+    WaffleCLIP's random descriptors drawn with ``seed`` (:mod:`awt.waffle`). ``templates80`` /
+    ``templates7``: CLIP's ImageNet templates as open_clip ships them (``OPENAI_IMAGENET_TEMPLATES``,
+    ``SIMPLE_IMAGENET_TEMPLATES``), each filled with the class name; ``template`` is not used.
+    """
+    from . import methods as m
+
+    method = m.get_method(method) if isinstance(method, str) else method
+    if method.prompts in (m.TEMPLATE, m.DESCRIPTIONS):
+        used = method.descriptions_used(per_class, descriptions is not None)
+        return build_prompts(classnames, template, descriptions if used else None, used, allow_fewer)
+    if method.prompts == m.WAFFLE:
+        from .waffle import waffle_prompts
+
+        check_template(template)
+        return waffle_prompts(classnames, template, m.WAFFLE_PAIRS, seed)
+    from open_clip import zero_shot_metadata as meta
+
+    templates = meta.OPENAI_IMAGENET_TEMPLATES if method.prompts == m.TEMPLATES80 else meta.SIMPLE_IMAGENET_TEMPLATES
+    return [[t(name) for t in templates] for name in classnames]
+
+
 def check_template(template: str) -> str:
     """``template`` itself, if it has exactly one ``{}`` (the class name) and no other braces."""
     if template.count("{}") != 1 or template.replace("{}", "").count("{") or template.replace("{}", "").count("}"):
@@ -187,12 +222,20 @@ def encode_classes(
     allow_fewer_descriptions: bool = False,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    method=None,
+    seed: int = 0,
 ) -> ClassPrompts:
-    """Build every class's prompts (:func:`build_prompts`) and encode them (:func:`encode_prompts`)."""
+    """Build every class's prompts and encode them (:func:`encode_prompts`): the template and
+    descriptions (:func:`build_prompts`), or, given a ``method``, the set it reads
+    (:func:`method_prompts`; ``seed`` draws WaffleCLIP's words)."""
     if not classnames:
         raise AWTError("no classes given")
     names = list(classnames)
     aligned = align_descriptions(names, descriptions)
-    prompts = build_prompts(names, template, aligned, descriptions_per_class, allow_fewer_descriptions)
+    if method is None:
+        prompts = build_prompts(names, template, aligned, descriptions_per_class, allow_fewer_descriptions)
+    else:
+        prompts = method_prompts(method, names, template, aligned, descriptions_per_class, seed,
+                                 allow_fewer_descriptions)
     features, mask = encode_prompts(backbone, prompts, cache_dir, progress)
     return ClassPrompts(names, prompts, features, mask)

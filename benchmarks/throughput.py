@@ -6,11 +6,14 @@ Prints, and with --json writes, in one run (ratios are what to read on a noisy m
                         (loader workers kept from a first call, reported apart as awt_cold_images_per_s)
   naive_images_per_s    the paper's way: PIL crops, one image at a time, literal scorer
   scorer_ms_per_image   batched scorer alone at each --scorer-classes (and the literal loop, and POT)
+  methods_ms_per_image  every registered method's scoring alone (methods.score), random features with
+                        N+1 views and its own prompt set, at --method-classes (--methods-only: just this)
   peak memory           process RSS (CPU) or CUDA max allocated, per stage
 
 Speed does not depend on the weights, so --pretrained none is fine.
 
     python benchmarks/throughput.py --device cpu --model ViT-B-32 --pretrained none --classes 100 --images 4 --json out.json
+    python benchmarks/throughput.py --device cpu --methods-only --method-classes 1000
 """
 
 from __future__ import annotations
@@ -241,6 +244,34 @@ def bench_prompts(backbone, device: torch.device, path: Path, count: int, repeat
     return result
 
 
+def method_prompts_count(name: str, descriptions: int) -> int:
+    """Prompts per class in the set ``name`` reads (awt.prompts.method_prompts builds them)."""
+    from awt import methods as m
+
+    kind = m.get_method(name).prompts
+    return {m.TEMPLATE: 1, m.DESCRIPTIONS: descriptions + 1, m.WAFFLE: 2 * m.WAFFLE_PAIRS + 1,
+            m.TEMPLATES80: 80, m.TEMPLATES7: 7}[kind]
+
+
+def bench_methods(device, classes: int, views: int, descriptions: int, dim: int, batch: int, repeat: int) -> dict:
+    """Each registered method's scoring alone, ``methods.score`` on random unit features: ``views``
+    views per image (a view-0 method reads view 0), its own prompt set, ``classes`` classes."""
+    from awt import methods
+
+    out = {}
+    for name in methods.method_names():
+        prompts = method_prompts_count(name, descriptions)
+        text = random_text_features(classes, prompts, dim, device)
+        image = random_image_features(batch, views, dim, text)
+        with torch.inference_mode():
+            methods.score(name, image[:1], text, None, 100.0)   # warm-up
+            took = timed(lambda: methods.score(name, image, text, None, 100.0), device, repeat)
+        out[name] = {"ms_per_image": 1000 * took / batch, "prompts": prompts, "views": views, "classes": classes}
+        print(f"  method  {name:<14} {out[name]['ms_per_image']:9.3f} ms/image  ({classes} classes, "
+              f"{views if methods.get_method(name).random_views else 1} views, {prompts} prompts)", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
@@ -265,8 +296,22 @@ def main() -> None:
                    help="descriptions JSON for the prompt throughput (default: AWT's Caltech101 file in ../shared)")
     p.add_argument("--prompts", type=int, default=1024, help="distinct prompts encoded for the prompt throughput")
     p.add_argument("--skip-prompts", action="store_true")
+    p.add_argument("--method-classes", type=int, default=1000, help="classes for the per-method scoring cost")
+    p.add_argument("--methods-only", action="store_true", help="only the per-method scoring cost (no model)")
+    p.add_argument("--dim", type=int, default=512, help="embedding size for --methods-only")
     p.add_argument("--json", dest="json_path", default=None)
     args = p.parse_args()
+    if args.methods_only:
+        device = resolve_device(args.device)
+        batch = args.scorer_batch or (64 if device.type == "cuda" else 8)
+        print(f"awt {awt.__version__}, torch {torch.__version__}, {device}, per-method scoring: "
+              f"{args.views + 1} views, M = {args.descriptions}, dim {args.dim}, batch {batch}", flush=True)
+        res = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "methods": bench_methods(device, args.method_classes, args.views + 1, args.descriptions, args.dim,
+                                        batch, args.repeat)}
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(res, indent=1))
+        return
 
     device = resolve_device(args.device)
     on_gpu = device.type == "cuda"
@@ -346,6 +391,9 @@ def main() -> None:
         print(f"  solver  POT solve_batch failed on {device}: {str(e).splitlines()[0]}; comparing on the CPU", flush=True)
         result["solvers"] = {"error_on_device": str(e).splitlines()[0],
                              **bench_solvers(torch.device("cpu"), 200, views, prompts, 1, args.repeat)}
+    result["methods"] = bench_methods(device, args.method_classes, views, args.descriptions, dim, scorer_batch,
+                                      args.repeat)
+    result["methods_ms_per_image"] = {k: v["ms_per_image"] for k, v in result["methods"].items()}
     result["peak_mb"] = peak_mb(device)
 
     if args.json_path:

@@ -33,7 +33,7 @@ from awt.bench.plan import plan_runs
 from awt.bench.runner import run_bench
 from awt.classifier import AWTClassifier
 from awt.errors import AWTError
-from awt.methods import method_names
+from awt.methods import get_method, method_names
 
 METHODS = method_names()
 
@@ -373,7 +373,7 @@ def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone
                         descriptions=desc, descriptions_per_class=4, cache_dir=None)
     for method in METHODS:
         feats = data["features"].float()
-        if method in ("clip", "ensemble", "awt-text"):
+        if not get_method(method).random_views:
             feats = feats[:, :1]
         expected = compute_metrics(clf.scores(feats, method), labels)
         got = by_method[method]
@@ -401,10 +401,11 @@ def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone
     write_config(config_path, **cfg)
     counter.calls = counter.rows = 0
     more = quiet_run(config_path, out)
-    assert sorted(more.ran) == sorted(f"tiny/ex4/{m} views=2 M={0 if m == 'awt-image' else 4} seed=0"
-                                      for m in ("awt", "awt-uniform", "awt-image"))
+    multi_view = [m for m in METHODS if get_method(m).random_views]
+    assert sorted(more.ran) == sorted(f"tiny/ex4/{m} views=2 M={get_method(m).descriptions_used(4)} seed=0"
+                                      for m in multi_view)
     assert counter.rows == 12 * 3
-    assert len(list(csv.DictReader(open(out / "summary.csv")))) == len(METHODS) + 3
+    assert len(list(csv.DictReader(open(out / "summary.csv")))) == len(METHODS) + len(multi_view)
 
 
 def test_interrupted_encoding_resumes(sweep, monkeypatch, tiny_backbone, tmp_path):

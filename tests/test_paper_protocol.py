@@ -440,7 +440,7 @@ def test_class_file_and_split_must_agree(miniature, tmp_path):
 
 
 def test_paper_config_loads_and_needs_its_two_variables(tmp_path, monkeypatch):
-    """load_config on paper.yaml itself: 18 datasets x 6 methods; AWT_DATA and AWT_DESCRIPTIONS named
+    """load_config on paper.yaml itself: 18 datasets x its methods; AWT_DATA and AWT_DESCRIPTIONS named
     when unset; paper_results.yaml has a slot for every dataset."""
     from awt.bench.config import load_config
     from awt.bench.plan import plan_runs
@@ -462,7 +462,7 @@ def test_paper_config_loads_and_needs_its_two_variables(tmp_path, monkeypatch):
     assert cfg.backbones[0].model == "ViT-B-16" and cfg.backbones[0].pretrained == "openai"
     assert all(d.classnames is not None and d.classnames.is_file() for d in cfg.datasets)
     assert {d.name: d.template for d in cfg.datasets} == {k: v["awt"] for k, v in TEMPLATES.items()}
-    assert len(plan_runs(cfg)) == 18 * len(METHODS)
+    assert set(cfg.methods) <= set(METHODS) and len(plan_runs(cfg)) == 18 * len(cfg.methods)
     assert len(load_config(COOP).datasets) == 18
     monkeypatch.delenv("AWT_DESCRIPTIONS")
     with pytest.raises(AWTError, match="descriptions_root: environment variable AWT_DESCRIPTIONS is not set"):

@@ -2,8 +2,9 @@
 
 A run is one (backbone, dataset, method, views, descriptions per class, seed). Runs record their
 *effective* settings, from the method registry: a method that reads view 0 alone says ``views: 0``;
-one that reads the template alone, or a dataset without descriptions, says
-``descriptions_per_class: 0``; so sweeping a setting never repeats a run that it cannot change.
+one that reads the template alone or CLIP's templates, or a dataset without descriptions, says
+``descriptions_per_class: 0``; WaffleCLIP says ``descriptions_per_class: 30``, its random
+descriptors, whatever M is swept; so sweeping a setting never repeats a run that it cannot change.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Per (backbone, dataset, seed), image features are encoded once, for each number of views a
 multi-view method asks for, and every method is scored from them; methods that read view 0 alone
 take view 0 of a set already there (view 0, the plain centre crop, depends on neither the views nor
-the seed). Class prompts are encoded once per (backbone, dataset, descriptions per class).
+the seed). Class prompts are encoded once per (backbone, dataset, prompt set): the template and M
+descriptions, WaffleCLIP's descriptors of a seed, or CLIP's templates (``Method.prompt_set``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Callable
 import torch
 
 from .. import distributed
-from ..methods import get_method, score
+from ..methods import DESCRIPTIONS, get_method, score
 from ..prompts import ClassPrompts, encode_classes
 from .config import BenchConfig
 from .features import FeatureSet, compute_features, feature_key
@@ -126,7 +127,8 @@ class Sweep:
             name = run.dataset.name
             if name in prepared:
                 continue
-            need = max(r.descriptions_per_class for r in pending if r.dataset.name == name)
+            need = max((r.descriptions_per_class for r in pending if r.dataset.name == name
+                        and get_method(r.method).prompts == DESCRIPTIONS), default=0)
             ds = prepared[name] = prepare_dataset(run.dataset, need, self.config.path)
             self.log(f"dataset {name}: {ds.subset_note}, {len(ds.prompt_names)} classes")
             shared = [n for n, d in ds.duplicate_names.items() if d["same_descriptions"]]
@@ -149,7 +151,7 @@ class Sweep:
                      f"loaded in {time.perf_counter() - t:.1f} s")
             for name in _unique(r.dataset.name for r in runs):
                 ds = prepared[name]
-                classes: dict[int, tuple[ClassPrompts, float]] = {}
+                classes: dict[tuple, tuple[ClassPrompts, float]] = {}
                 for seed in _unique(r.seed for r in runs if r.dataset.name == name):
                     group = [r for r in runs if r.dataset.name == name and r.seed == seed]
                     sets: dict[int, FeatureSet] = {}
@@ -160,10 +162,10 @@ class Sweep:
                         used.add(fs.views)
                         if not self.ranks.main:
                             continue  # the other ranks encode; rank 0 scores
-                        if run.descriptions_per_class not in classes:
-                            classes[run.descriptions_per_class] = self._classes(run, ds, backbone)
-                        record = self._score(run, ds, fs, first_use, backbone, *classes[run.descriptions_per_class],
-                                             device)
+                        key = _prompt_set(run)
+                        if key not in classes:
+                            classes[key] = self._classes(run, ds, backbone)
+                        record = self._score(run, ds, fs, first_use, backbone, *classes[key], device)
                         write_record(self.output / run.relpath(), record)
                         self.records[run.key] = record
                         self.ran.append(run.label)
@@ -218,13 +220,14 @@ class Sweep:
         return fs
 
     def _classes(self, run: Run, ds: PreparedDataset, backbone) -> tuple[ClassPrompts, float]:
+        """The prompt set ``run``'s method reads, encoded (or read from the cache)."""
         t = time.perf_counter()
         m = run.descriptions_per_class
         classes = encode_classes(
             backbone, ds.prompt_names, template=ds.spec.template,
             descriptions=ds.descriptions if (m > 0 and ds.descriptions is not None) else None,
             descriptions_per_class=m, allow_fewer_descriptions=ds.spec.allow_fewer_descriptions,
-            cache_dir=self.cache_dir, progress=self.progress)
+            cache_dir=self.cache_dir, progress=self.progress, method=run.method, seed=run.seed)
         return classes, time.perf_counter() - t
 
     def _score(self, run: Run, ds: PreparedDataset, fs: FeatureSet, first_use: bool, backbone,
@@ -266,6 +269,11 @@ class Sweep:
                            metrics=metrics_from_topk(top, labels), images=int(labels.numel()), views_used=used_views,
                            source=source, score_time=score_time, text_time=text_time, device=device,
                            versions=self.versions)
+
+
+def _prompt_set(run: Run) -> tuple:
+    """Which encoded prompt set ``run`` scores against (runs with equal keys share one)."""
+    return get_method(run.method).prompt_set(run.descriptions_per_class, run.dataset.descriptions is not None, run.seed)
 
 
 def _unique(items) -> list:
