@@ -293,6 +293,21 @@ def batch_sizes(total: int, batch_size: int, ramp: bool) -> list[int]:
     return sizes
 
 
+def _quiet_lost_peers(worker_id: int) -> None:
+    """In a loader worker: the thread that hands the batches' tensors to the main process reports a
+    main process that went away mid-handover (Ctrl-C) through ``sys.excepthook``. That is expected,
+    and is no reason for a traceback on the user's terminal; other errors still print."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(exc_type, value, traceback) -> None:
+        if not issubclass(exc_type, (ConnectionError, EOFError)):
+            previous(exc_type, value, traceback)
+
+    sys.excepthook = hook
+
+
 class ViewLoader:
     """Loader workers that decode images and pack their views, started once and kept.
 
@@ -316,7 +331,7 @@ class ViewLoader:
         return torch.utils.data.DataLoader(
             ViewSource(preprocess, max_short_side, self.max_pixels), batch_sampler=self._requests,
             num_workers=num_workers, collate_fn=collate_views, pin_memory=pin_memory, persistent_workers=self._persistent,
-            prefetch_factor=4 if num_workers else None,
+            prefetch_factor=4 if num_workers else None, worker_init_fn=_quiet_lost_peers if num_workers else None,
         )
 
     def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int) -> Iterator["HostBatch"]:

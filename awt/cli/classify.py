@@ -135,7 +135,6 @@ def _print_results(clf, paths: list[str], top_k: int, method: str, batch_size: i
             bar.update(1)
     except KeyboardInterrupt:
         bar.close()
-        _quiet_worker_teardown()
         print(f"interrupted after {done} of {len(paths)} images", file=sys.stderr)
         raise typer.Exit(130) from None
     bar.close()
@@ -176,17 +175,3 @@ class _Shield:
         if self.pending:
             self.pending = False
             raise KeyboardInterrupt
-
-
-def _quiet_worker_teardown() -> None:
-    """After Ctrl-C the loader workers are stopped mid-handover; the thread that passes their
-    tensors' file descriptors then loses its peer. That is expected, so no traceback for it."""
-    import threading
-
-    previous = threading.excepthook
-
-    def hook(args) -> None:
-        if not issubclass(args.exc_type, (ConnectionError, EOFError, OSError)):
-            previous(args)
-
-    threading.excepthook = hook
