@@ -406,14 +406,20 @@ def read_image_folder(root: str | os.PathLike, classnames: str | os.PathLike | N
         else:
             raise AWTError(f"{classnames}: {len(lines)} class names for {len(folders)} class folders in {r}, "
                            "and not a '<folder> <name>' list covering every folder")
-    paths, labels = [], []
-    for label, folder in enumerate(folders):
-        files = _images_in(r / folder)
-        paths.extend(str(f.resolve()) for f in files)
-        labels.extend([label] * len(files))
+    paths, labels = _labelled_images(r, folders)
     if not paths:
         raise AWTError(f"{r}: no images in its class folders")
     return LabeledImages(names, paths, labels, str(r), "imagefolder", {"folders": folders})
+
+
+def _labelled_images(tree: Path, folders: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The images of each class folder of ``tree``, labelled by the folder's position in ``folders``."""
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        files = _images_in(tree / folder)
+        paths.extend(str(f.resolve()) for f in files)
+        labels.extend([label] * len(files))
+    return paths, labels
 
 
 def read_imagenet_family(path: str | os.PathLike, classnames: str | os.PathLike | None) -> LabeledImages:
@@ -454,11 +460,7 @@ def read_imagenet_family(path: str | os.PathLike, classnames: str | os.PathLike 
         raise AWTError(f"{tree / extra[0]}: a class folder that {classnames} does not list ({len(extra)} such); "
                        f"is this the right class file for {tree}?")
     folders = sorted(mapping)
-    paths, labels = [], []
-    for label, folder in enumerate(folders):
-        files = _images_in(tree / folder)
-        paths.extend(str(f.resolve()) for f in files)
-        labels.extend([label] * len(files))
+    paths, labels = _labelled_images(tree, folders)
     if not paths:
         raise AWTError(f"{tree}: no images in its class folders; {_hint(layout)}")
     return LabeledImages([mapping[f] for f in folders], paths, labels, str(tree), "imagenet",
