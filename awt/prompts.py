@@ -127,14 +127,14 @@ def text_cache_key(fingerprint: str, prompts: Sequence[Sequence[str]]) -> str:
     return h.hexdigest()
 
 
-_TEXT_BATCH = 256
+TEXT_BATCH = 256   # distinct prompts encoded at once
 
 
 def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | os.PathLike | None = None,
                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of every class's prompts, from the disk cache when present.
 
-    Each distinct prompt is encoded once, ``_TEXT_BATCH`` at a time (a progress bar on stderr with
+    Each distinct prompt is encoded once, ``TEXT_BATCH`` at a time (a progress bar on stderr with
     ``progress``, when it is a terminal).
 
     Returns:
@@ -175,8 +175,8 @@ def _encode_texts(backbone, texts: list[str], progress: bool) -> torch.Tensor:
     parts = []
     with tqdm(total=len(texts), desc="prompts", unit="prompt", file=sys.stderr, dynamic_ncols=True, leave=False,
               disable=None if progress else True) as bar:
-        for start in range(0, len(texts), _TEXT_BATCH):
-            parts.append(backbone.encode_texts([texts[i] for i in order[start:start + _TEXT_BATCH]]))
+        for start in range(0, len(texts), TEXT_BATCH):
+            parts.append(backbone.encode_texts([texts[i] for i in order[start:start + TEXT_BATCH]]))
             bar.update(len(parts[-1]))
     encoded = torch.cat(parts)
     restored = torch.empty_like(encoded)

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from awt.bench.datasets import LAYOUTS, clean_classname, read_class_names, read_dataset
+from awt.bench.datasets import clean_classname, read_class_names, read_dataset
+from awt.bench.layouts import LAYOUTS
 from awt.errors import AWTError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -422,7 +423,7 @@ def test_a_missing_file_or_folder_is_named_with_its_guide(miniature):
     m = _error(data, "eurosat")
     assert str(first) in m and "1 of the 10 images" in m and COOP_URL + "#eurosat" in m
     # a dataset folder that is not there at all
-    from awt.bench.datasets import explain_missing
+    from awt.bench.layouts import explain_missing
 
     m = explain_missing(data / "birdsnap-missing" / ".." / "sun397x")
     assert "not found" in m

@@ -66,7 +66,7 @@ def test_pooling_decides(tmp_path, pool_type):
 def test_length_batches_keep_the_prompt_order(tiny_backbone, monkeypatch):
     import awt.prompts
 
-    monkeypatch.setattr(awt.prompts, "_TEXT_BATCH", 2)   # several batches, each of similar lengths
+    monkeypatch.setattr(awt.prompts, "TEXT_BATCH", 2)   # several batches, each of similar lengths
     prompts = [[t] for t in TEXTS] + [[TEXTS[0], TEXTS[2]]]
     features, mask = encode_prompts(tiny_backbone, prompts)
     expected = _full_length(tiny_backbone, TEXTS)

@@ -22,7 +22,8 @@ from ..errors import AWTError
 from ..methods import method_names
 from ..prompts import DEFAULT_TEMPLATE, check_template
 from ..scoring import AWTConfig
-from .datasets import FORMATS, explain_missing
+from .datasets import FORMATS
+from .layouts import explain_missing
 
 _INTERNAL = {"config": False}   # a field that is not a config key
 _CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")

@@ -36,10 +36,7 @@ names the split file or ``variants.txt`` gives; the number of classes must agree
 Classes are kept in label order, and a class is its label index: two classes with the same name
 (ImageNet's two ``missile``\\ s) stay two classes.
 
-The 18 datasets of the AWT paper are known by their folder names (:data:`LAYOUTS`, as CoOp's
-``DATASETS.md`` and SuS-X's ``DATA.md`` lay them out): a missing split file, image folder or class
-folder of one of them is reported in one line naming the file and the guide section that describes
-it, before anything is encoded.
+The 18 datasets of the AWT paper are known by their folder names (:mod:`awt.bench.layouts`).
 """
 
 from __future__ import annotations
@@ -54,7 +51,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import AWTError
+from ..files import read_lines
 from ..images import IMAGE_EXTENSIONS
+from .layouts import LAYOUTS, find_layout, guide_hint, known_folder
 
 FORMATS = ("auto", "csv", "coop", "imagefolder", "imagenet", "fgvc-aircraft")
 _CLASSNAME_COLUMNS = ("classname", "classname_clip", "class_name", "class")
@@ -82,119 +81,6 @@ class LabeledImages:
 def clean_classname(name: str) -> str:
     """CoOp's and AWT's prompt spelling of a class name: underscores become spaces."""
     return " ".join(name.replace("_", " ").split())
-
-
-# -- the known layouts -----------------------------------------------------------------------------
-
-COOP_GUIDE = ("CoOp's DATASETS.md", "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md")
-SUSX_GUIDE = ("SuS-X's DATA.md", "https://github.com/vishaal27/SuS-X/blob/main/data/DATA.md")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where one of the paper's datasets lives under the data root, and which guide describes it."""
-
-    key: str                 # the AWT authors' dataset id (their --test_set), e.g. "food101"
-    title: str               # the guide's section title
-    folder: str              # the dataset's folder under the data root (CoOp's / the authors' name)
-    format: str              # coop, imagenet or fgvc-aircraft
-    split: str | None        # split file in ``folder`` (coop)
-    images: str              # image folder (or class-folder tree) inside ``folder``; "" = folder itself
-    classes: int             # number of classes
-    guide: tuple[str, str]   # (guide name, url)
-    anchor: str              # the guide's section anchor
-    aliases: tuple[str, ...] = ()   # other folder names it goes by (SuS-X's, the inner tree's)
-
-    @property
-    def where(self) -> str:
-        """The guide section, for messages: ``Food101: CoOp's DATASETS.md, https://...#food101``."""
-        return f"{self.title}: {self.guide[0]}, {self.guide[1]}{self.anchor}"
-
-
-def _layouts() -> dict[str, Layout]:
-    c, s = COOP_GUIDE, SUSX_GUIDE
-    rows = [
-        Layout("imagenet", "ImageNet", "imagenet", "imagenet", None, "images/val", 1000, c, "#imagenet"),
-        Layout("imagenetv2", "ImageNetV2", "imagenetv2", "imagenet", None,
-               "imagenetv2-matched-frequency-format-val", 1000, c, "#imagenetv2",
-               ("imagenetv2-matched-frequency-format-val",)),
-        Layout("imagenet_sketch", "ImageNet-Sketch", "imagenet-sketch", "imagenet", None, "images", 1000, c,
-               "#imagenet-sketch"),
-        Layout("imagenet_a", "ImageNet-A", "imagenet-adversarial", "imagenet", None, "imagenet-a", 200, c,
-               "#imagenet-a", ("imagenet-a",)),
-        Layout("imagenet_r", "ImageNet-R", "imagenet-rendition", "imagenet", None, "imagenet-r", 200, c,
-               "#imagenet-r", ("imagenet-r",)),
-        Layout("caltech101", "Caltech101", "caltech-101", "coop", "split_zhou_Caltech101.json",
-               "101_ObjectCategories", 100, c, "#caltech101", ("caltech101",)),
-        Layout("oxford_pets", "OxfordPets", "oxford_pets", "coop", "split_zhou_OxfordPets.json", "images", 37, c,
-               "#oxfordpets", ("oxfordpets",)),
-        Layout("stanford_cars", "StanfordCars", "stanford_cars", "coop", "split_zhou_StanfordCars.json", "", 196, c,
-               "#stanfordcars", ("stanfordcars",)),
-        Layout("oxford_flowers", "Flowers102", "oxford_flowers", "coop", "split_zhou_OxfordFlowers.json", "jpg", 102,
-               c, "#flowers102", ("flowers102",)),
-        Layout("food101", "Food101", "food-101", "coop", "split_zhou_Food101.json", "images", 101, c, "#food101",
-               ("food101",)),
-        Layout("fgvc_aircraft", "FGVCAircraft", "fgvc_aircraft", "fgvc-aircraft", None, "images", 100, c,
-               "#fgvcaircraft", ("fgvcaircraft",)),
-        Layout("sun397", "SUN397", "sun397", "coop", "split_zhou_SUN397.json", "SUN397", 397, c, "#sun397"),
-        Layout("dtd", "DTD", "dtd", "coop", "split_zhou_DescribableTextures.json", "images", 47, c, "#dtd"),
-        Layout("eurosat", "EuroSAT", "eurosat", "coop", "split_zhou_EuroSAT.json", "2750", 10, c, "#eurosat"),
-        Layout("ucf101", "UCF101", "ucf101", "coop", "split_zhou_UCF101.json", "UCF-101-midframes", 101, c,
-               "#ucf101"),
-        Layout("caltech256", "Caltech256", "caltech256", "coop", "split_Caltech256.json", "256_ObjectCategories",
-               257, s, "#caltech256"),
-        Layout("cub", "CUB", "cub", "coop", "split_CUB.json", "images", 200, s, "#cub"),
-        Layout("birdsnap", "Birdsnap", "birdsnap", "coop", "split_Birdsnap.json", "images", 500, s, "#birdsnap"),
-    ]
-    return {row.key: row for row in rows}
-
-
-LAYOUTS: dict[str, Layout] = _layouts()
-_BY_FOLDER: dict[str, Layout] = {}
-for _layout in LAYOUTS.values():
-    for _name in (_layout.folder, *_layout.aliases):
-        _BY_FOLDER.setdefault(_name.lower(), _layout)
-
-
-def find_layout(path: str | os.PathLike | None = None, classnames: str | os.PathLike | None = None) -> Layout | None:
-    """The known dataset a path belongs to: by its folder name (the path, or the folder of a split
-    file), else by the class file's name (``food101.txt`` -> food101); None when neither is known."""
-    if path is not None:
-        p = Path(path)
-        names = [p.name] if not p.suffix.lower() == ".json" else []
-        names += [p.parent.name]
-        for n in names:
-            if n.lower() in _BY_FOLDER:
-                return _BY_FOLDER[n.lower()]
-        if p.suffix.lower() == ".json":
-            for layout in LAYOUTS.values():
-                if layout.split == p.name:
-                    return layout
-    if classnames is not None:
-        return LAYOUTS.get(Path(classnames).stem.lower())
-    return None
-
-
-def _hint(layout: Layout | None) -> str:
-    if layout is None:
-        return (f"see {COOP_GUIDE[0]} ({COOP_GUIDE[1]}) or, for Caltech256, CUB and Birdsnap, "
-                f"{SUSX_GUIDE[0]} ({SUSX_GUIDE[1]})")
-    return f"see {layout.where}"
-
-
-def explain_missing(path: str | os.PathLike, what: str = "dataset path") -> str:
-    """One line for a dataset path that does not exist: what is missing and which guide describes it.
-
-    For the benchmark config loader, so that a missing dataset folder names the guide too.
-    """
-    p = Path(path)
-    layout = find_layout(p)
-    if layout is None:
-        for parent in p.parents:        # a file or folder inside a known dataset's folder
-            layout = _BY_FOLDER.get(parent.name.lower())
-            if layout is not None:
-                break
-    return f"{what} {p} not found; {_hint(layout)}"
 
 
 # -- readers ---------------------------------------------------------------------------------------
@@ -267,11 +153,7 @@ def _missing_files(paths: Sequence[str]) -> list[str]:
 
 
 def _read_name_file(path: Path) -> list[str]:
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise AWTError(f"{path}: cannot read class names: {e}") from None
-    return [line for line in lines if line and not line.startswith("#")]
+    return [line for _, line in read_lines(path, "class names")]
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:
@@ -299,19 +181,19 @@ def read_coop_split(path: str | os.PathLike, image_dir: str | os.PathLike | None
     p = Path(path)
     layout = find_layout(p, classnames)
     if p.is_dir():
-        if layout is not None and layout.split and p.name.lower() in _BY_FOLDER:
+        if layout is not None and layout.split and known_folder(p.name):
             p = p / layout.split
             if not p.is_file():
-                raise AWTError(f"{p} not found: the {layout.title} split file; {_hint(layout)}")
+                raise AWTError(f"{p} not found: the {layout.title} split file; {guide_hint(layout)}")
         else:
             found = sorted(p.glob("split_zhou_*.json")) or sorted(p.glob("split_*.json")) \
                 or sorted(p.glob("*split_zhou*.json"))
             if len(found) != 1:
                 raise AWTError(f"{p}: expected one split_zhou_*.json or split_*.json file, found {len(found)}; "
-                               f"{_hint(layout)}")
+                               f"{guide_hint(layout)}")
             p = found[0]
     if not p.is_file():
-        raise AWTError(f"{p} not found: split file; {_hint(layout)}")
+        raise AWTError(f"{p} not found: split file; {guide_hint(layout)}")
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -347,22 +229,22 @@ def read_coop_split(path: str | os.PathLike, image_dir: str | os.PathLike | None
     if image_dir is not None:
         root = Path(image_dir)
         if not root.is_dir():
-            raise AWTError(f"{root}: image folder not found; {_hint(layout)}")
+            raise AWTError(f"{root}: image folder not found; {guide_hint(layout)}")
     elif layout is not None and layout.split == p.name:
         root = p.parent / layout.images if layout.images else p.parent
         if not root.is_dir():
-            raise AWTError(f"{root} not found: the {layout.title} image folder; {_hint(layout)}")
+            raise AWTError(f"{root} not found: the {layout.title} image folder; {guide_hint(layout)}")
     else:
         root = _find_image_dir(p.parent, rel)
         if root is None:
             raise AWTError(f"{p}: cannot find the listed images (e.g. {rel[0]!r}) under {p.parent} or its "
-                           f"subfolders; set image_dir, or {_hint(layout)}")
+                           f"subfolders; set image_dir, or {guide_hint(layout)}")
     root = root.resolve()
     paths = [str(root / r) for r in rel]
     missing = _missing_files(paths)
     if missing:
         raise AWTError(f"{missing[0]} not found ({len(missing)} of the {len(paths)} images that {p.name} lists "
-                       f"are missing under {root}); {_hint(layout)}")
+                       f"are missing under {root}); {guide_hint(layout)}")
     return LabeledImages(classnames_, paths, [_int_label(e[1], str(p)) for e in entries],
                          str(p), "coop", {"image_dir": str(root), "part": part})
 
@@ -449,12 +331,12 @@ def read_imagenet_family(path: str | os.PathLike, classnames: str | os.PathLike 
     if tree is None:
         expected = p / layout.images if layout is not None and layout.images else p
         raise AWTError(f"{expected} not found, or holds none of the class folders that {Path(classnames).name} "
-                       f"lists (e.g. {pairs[0][0]}); {_hint(layout)}")
+                       f"lists (e.g. {pairs[0][0]}); {guide_hint(layout)}")
     on_disk = set(_class_folders(tree))
     missing = [f for f in sorted(mapping) if f not in on_disk]
     if missing:
         raise AWTError(f"{tree / missing[0]} not found ({len(missing)} of the {len(mapping)} class folders that "
-                       f"{Path(classnames).name} lists are missing); {_hint(layout)}")
+                       f"{Path(classnames).name} lists are missing); {guide_hint(layout)}")
     extra = sorted(on_disk - set(mapping))
     if extra:
         raise AWTError(f"{tree / extra[0]}: a class folder that {classnames} does not list ({len(extra)} such); "
@@ -462,7 +344,7 @@ def read_imagenet_family(path: str | os.PathLike, classnames: str | os.PathLike 
     folders = sorted(mapping)
     paths, labels = _labelled_images(tree, folders)
     if not paths:
-        raise AWTError(f"{tree}: no images in its class folders; {_hint(layout)}")
+        raise AWTError(f"{tree}: no images in its class folders; {guide_hint(layout)}")
     return LabeledImages([mapping[f] for f in folders], paths, labels, str(tree), "imagenet",
                          {"folders": folders, "image_dir": str(tree.resolve())})
 
@@ -475,7 +357,7 @@ def read_fgvc_aircraft(root: str | os.PathLike, part: str = "test",
     variants_file, list_file = r / "variants.txt", r / f"images_variant_{part}.txt"
     for f in (variants_file, list_file):
         if not f.is_file():
-            raise AWTError(f"{f} not found (FGVC-Aircraft layout); {_hint(layout)}")
+            raise AWTError(f"{f} not found (FGVC-Aircraft layout); {guide_hint(layout)}")
     variants = _read_name_file(variants_file)
     index = {v: i for i, v in enumerate(variants)}
     paths, labels = [], []
@@ -488,7 +370,7 @@ def read_fgvc_aircraft(root: str | os.PathLike, part: str = "test",
     missing = _missing_files(paths)
     if missing:
         raise AWTError(f"{missing[0]} not found ({len(missing)} of the {len(paths)} images that {list_file.name} "
-                       f"lists are missing); {_hint(layout)}")
+                       f"lists are missing); {guide_hint(layout)}")
     names = _named_classes(classnames, variants, str(variants_file)) if classnames is not None else variants
     return LabeledImages(names, paths, labels, str(list_file), "fgvc-aircraft", {"part": part})
 
