@@ -14,7 +14,19 @@ from .. import defaults
 from ..errors import AWTError
 from ..methods import METHODS
 
-METHODS_EPILOG = "\b\nMethods:\n" + "\n".join(f"  {m.name:<12} {m.summary}" for m in METHODS.values())
+def _methods_epilog(width: int = 78) -> str:
+    """The registry's methods, one per entry, wrapped to ``width`` columns (``\\b``: kept as laid out)."""
+    import textwrap
+
+    name_width = max(len(name) for name in METHODS) + 2
+    lines = []
+    for m in METHODS.values():
+        lines += textwrap.wrap(m.summary, width, initial_indent=f"  {m.name:<{name_width}}",
+                               subsequent_indent=" " * (2 + name_width))
+    return "\b\nMethods:\n" + "\n".join(lines)
+
+
+METHODS_EPILOG = _methods_epilog()
 
 
 def classify(
