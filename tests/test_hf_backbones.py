@@ -133,9 +133,10 @@ def test_errors_are_one_line(built, tmp_path, monkeypatch):
         load(bert)
     with pytest.raises(AWTError, match="not found"):
         load(tmp_path / "missing")
+    folder = built("siglip")
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(AWTError, match=r"pip install 'awt\[hf\]'"):
-        load(built("siglip"))
+        load(folder)
 
 
 # -- open_clip and transformers, same CLIP weights ------------------------------------------------
