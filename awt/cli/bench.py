@@ -33,6 +33,8 @@ def bench(
     cfg = load_config(config, device=device)
     try:
         result = run_bench(cfg, output, force=force, progress=not quiet, log=lambda m: typer.echo(m, err=True))
+    except KeyboardInterrupt:  # the sweep has said what is kept, in one line
+        raise typer.Exit(130) from None
     finally:
         distributed.finish()
     if not distributed.ranks_from_env().main:
