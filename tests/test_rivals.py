@@ -59,7 +59,11 @@ def check(name, image, text, mask=None):
     ref = R.per_image(RIVALS[name], *inputs_of(name, image, text, mask), SCALE)
     assert ours.shape == ref.shape == (image.shape[0], text.shape[0])
     assert torch.isfinite(ours).all()
-    assert_allclose(ours.numpy(), ref.numpy(), atol=5e-4, rtol=0, err_msg=name)
+    # MTA's densities are exponentials of squared distances over bandwidths: with few views (one
+    # neighbour sets a bandwidth) the batched float32 path and the reference's double-precision
+    # sums part by up to 4e-5 relative (measured on an AVX-512 CPU).
+    rtol = 2e-4 if name == "mta" else 0
+    assert_allclose(ours.numpy(), ref.numpy(), atol=5e-4, rtol=rtol, err_msg=name)
     assert torch.equal(ours.argmax(1), ref.argmax(1)), name
     return float((ours - ref).abs().max())
 
