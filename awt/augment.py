@@ -69,7 +69,12 @@ def sample_views(height: int, width: int, n: int, seed: np.random.SeedSequence) 
 
 @dataclass
 class PackedViews:
-    """A batch's random views as a few tensors: built on the host, copied to the device in one go."""
+    """A batch's random views as a few tensors: built on the host, copied to the device in one go.
+
+    Each image is resampled against its own padded size (``groups``), never the batch's largest:
+    a matrix product's rounding depends on its inner dimension, so an image's views, and hence its
+    features, then do not depend on the other images of its batch.
+    """
 
     canvas: torch.Tensor   # (batch, 3, H_max, W_max) uint8, each image at the top left
     rois: torch.Tensor     # (batch * n, 5) float32: image index, x0, y0, x1, y1
@@ -77,9 +82,13 @@ class PackedViews:
     batch: int
     n: int
     longest: tuple[float, float]  # the widest and the tallest crop, known on the host (no device sync)
+    order: torch.Tensor = None    # (batch,) int64: the images sorted by padded size
+    groups: tuple[tuple[int, int, int, int], ...] = ()  # (start, stop) in ``order``, padded (H, W)
+    order_host: tuple[int, ...] = ()  # ``order`` as known on the host
 
     def pin_memory(self) -> "PackedViews":
-        return replace(self, canvas=self.canvas.pin_memory(), rois=self.rois.pin_memory(), flips=self.flips.pin_memory())
+        return replace(self, canvas=self.canvas.pin_memory(), rois=self.rois.pin_memory(),
+                       flips=self.flips.pin_memory(), order=self.order.pin_memory())
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "PackedViews":
         """The same views with their tensors on ``device`` (asynchronous from pinned memory)."""
@@ -87,12 +96,20 @@ class PackedViews:
             return self
         return replace(self, canvas=self.canvas.to(device, non_blocking=non_blocking),
                        rois=self.rois.to(device, non_blocking=non_blocking),
-                       flips=self.flips.to(device, non_blocking=non_blocking))
+                       flips=self.flips.to(device, non_blocking=non_blocking),
+                       order=self.order.to(device, non_blocking=non_blocking))
 
     def record_stream(self, stream: torch.cuda.Stream) -> None:
         """Tell the CUDA allocator that ``stream`` uses these tensors (they were copied on another)."""
-        for t in (self.canvas, self.rois, self.flips):
+        for t in (self.canvas, self.rois, self.flips, self.order):
             t.record_stream(stream)
+
+
+_PAD = 64  # canvas sides are rounded up to this: pinned buffers get reused, images share groups
+
+
+def _padded(size: int) -> int:
+    return -(-size // _PAD) * _PAD
 
 
 def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], flips: Sequence[torch.Tensor]) -> PackedViews:
@@ -105,16 +122,23 @@ def pack_views(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], fl
     batch, n = len(images), int(boxes[0].shape[0])
     # Rounded up so that pinned buffers of earlier batches can be reused (a fresh pinned
     # allocation can stall the device). The padding is never sampled: weights stop at the crop.
-    max_h = -(-max(int(im.shape[1]) for im in images) // 64) * 64
-    max_w = -(-max(int(im.shape[2]) for im in images) // 64) * 64
+    sizes = [(_padded(int(im.shape[1])), _padded(int(im.shape[2]))) for im in images]
+    max_h, max_w = max(h for h, _ in sizes), max(w for _, w in sizes)
     canvas = torch.zeros(batch, 3, max_h, max_w, dtype=torch.uint8)
     for i, im in enumerate(images):  # a copy per image; the crops themselves are batched
         canvas[i, :, : im.shape[1], : im.shape[2]] = im
     index = torch.arange(batch, dtype=torch.float32).repeat_interleave(n).unsqueeze(1)
     xyxy = torch.cat([b.float() for b in boxes])
     extents = (xyxy[:, 2:] - xyxy[:, :2]).amax(0) if len(xyxy) else torch.zeros(2)
+    order = sorted(range(batch), key=lambda i: sizes[i])
+    groups, start = [], 0
+    for stop in range(1, batch + 1):
+        if stop == batch or sizes[order[stop]] != sizes[order[start]]:
+            groups.append((start, stop, *sizes[order[start]]))
+            start = stop
     return PackedViews(canvas, torch.cat([index, xyxy], dim=1), torch.cat(list(flips)), batch, n,
-                       (float(extents[0]), float(extents[1])))
+                       (float(extents[0]), float(extents[1])), torch.tensor(order, dtype=torch.long),
+                       tuple(groups), tuple(order))
 
 
 def resize_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, extent: int, flip: torch.Tensor | None = None,
@@ -145,7 +169,9 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, ext
     index = first[..., None] + torch.arange(taps, device=device, dtype=torch.float32)  # (n, out, taps)
     weight = (1.0 - (index + 0.5 - centre[..., None]).abs_() / support[..., None]).clamp_(min=0.0)
     weight *= (index >= start[:, None, None]) & (index < (start + length)[:, None, None])
-    weight /= weight.sum(-1, keepdim=True)
+    # Summed in float64, exactly for these few float32 terms: the batch's longest crop sets the number
+    # of taps, and a float32 sum's rounding would depend on it (and so on the other images).
+    weight /= weight.sum(-1, keepdim=True, dtype=torch.float64).float()
     # Taps outside the axis carry zero weight, so clamping their index adds nothing anywhere.
     dense = torch.zeros(start.shape[0], out_size, extent, device=device, dtype=dtype)
     return dense.scatter_add_(2, index.clamp_(0, extent - 1).long(), weight.to(dtype))
@@ -178,23 +204,37 @@ def cut_views(packed: PackedViews, size: tuple[int, int], mean: Sequence[float],
     """
     work = torch.float16 if dtype == torch.float16 and device.type == "cuda" else torch.float32
     batch, n, (h, w) = packed.batch, packed.n, size
-    _, _, height, width = packed.canvas.shape
     packed = packed.to(device, non_blocking=True)
     m, s = _normaliser(tuple(mean), tuple(std), device)
     canvas = packed.canvas.float().sub_(m).div_(s).to(work)
     longest_x, longest_y = packed.longest
     out = torch.empty(batch * n, h * 3, w, device=device, dtype=work)
-    # Chunks of images bound the weights and the intermediate.
-    step = max(1, _RESAMPLE_ELEMENTS.get(device.type, 1 << 26) // (n * (h * height + w * width + h * 3 * width)))
-    for i in range(0, batch, step):
-        j = min(i + step, batch)
-        views = slice(i * n, j * n)
-        x0, y0, x1, y1 = packed.rois[views, 1:].unbind(1)
-        rows = resize_weights(y0, y1 - y0, h, height, max_length=longest_y, dtype=work)      # (views, h, H)
-        cols = resize_weights(x0, x1 - x0, w, width, packed.flips[views], longest_x, work)   # (views, w, W)
-        x = canvas[i:j].permute(0, 2, 1, 3).reshape(j - i, height, 3 * width)               # (images, H, 3 W)
-        y = torch.bmm(rows.view(j - i, n * h, height), x)                                     # (images, n h, 3 W)
-        torch.bmm(y.view((j - i) * n, h * 3, width), cols.transpose(1, 2), out=out[views])
+    offsets = torch.arange(n, device=device)
+    for first, stop, height, width in packed.groups:
+        # Chunks of images bound the weights and the intermediate.
+        step = max(1, _RESAMPLE_ELEMENTS.get(device.type, 1 << 26) // (n * (h * height + w * width + h * 3 * width)))
+        for i in range(first, stop, step):
+            j = min(i + step, stop)
+            members = packed.order_host[i:j]
+            if members == tuple(range(members[0], members[0] + len(members))):  # a run: no gathers
+                images = slice(members[0], members[0] + len(members))
+                views = slice(images.start * n, images.stop * n)
+                x, rois, flips = canvas[images], packed.rois[views], packed.flips[views]
+            else:
+                images = packed.order[i:j]
+                views = (images[:, None] * n + offsets).flatten()
+                x, rois, flips = canvas[images], packed.rois[views], packed.flips[views]
+            x0, y0, x1, y1 = rois[:, 1:].unbind(1)
+            rows = resize_weights(y0, y1 - y0, h, height, max_length=longest_y, dtype=work)      # (views, h, H)
+            cols = resize_weights(x0, x1 - x0, w, width, flips, longest_x, work)                # (views, w, W)
+            k = j - i
+            x = x[:, :, :height, :width].permute(0, 2, 1, 3).reshape(k, height, 3 * width)    # (images, H, 3 W)
+            y = torch.bmm(rows.view(k, n * h, height), x)                                       # (images, n h, 3 W)
+            y = y.view(k * n, h * 3, width)
+            if isinstance(views, slice):
+                torch.bmm(y, cols.transpose(1, 2), out=out[views])
+            else:
+                out.index_copy_(0, views, torch.bmm(y, cols.transpose(1, 2)))
     return out.view(batch, n, h, 3, w).permute(0, 1, 3, 2, 4)
 
 

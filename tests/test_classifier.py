@@ -143,6 +143,24 @@ def test_views_equal_pil_random_resized_crops(example_files):
             assert float(levels.max()) <= 1.01 and float(levels.mean()) < 0.5
 
 
+def test_views_do_not_depend_on_the_batch_bit_for_bit():
+    # Each image is resampled against its own padded size, so the company of larger images (or of
+    # the same size, packed apart) changes no bit of its views: a BLAS product's rounding depends on
+    # its inner dimension, and features must not depend on the batch or the rank.
+    g = torch.Generator().manual_seed(0)
+    sizes = [(70, 90), (300, 200), (65, 100), (130, 129)]   # padded: 128x128, 320x256, 128x128, 192x192
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in sizes]
+    boxes = [torch.tensor([[0, 0, w, h], [w // 4, h // 5, w // 2 + 3, h - 2]], dtype=torch.float32) for h, w in sizes]
+    flips = [torch.tensor([False, True])] * len(images)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    packed = pack_views(images, boxes, flips)
+    assert packed.groups == ((0, 2, 128, 128), (2, 3, 192, 192), (3, 4, 320, 256)) and packed.order_host == (0, 2, 3, 1)
+    together = crop_views(images, boxes, flips, (24, 24), mean, std, torch.device("cpu"))
+    for i in range(len(images)):
+        alone = crop_views(images[i:i + 1], boxes[i:i + 1], flips[i:i + 1], (24, 24), mean, std, torch.device("cpu"))
+        assert torch.equal(together[i], alone[0])
+
+
 def test_resize_weights_are_banded_normalised_and_flip():
     from awt.augment import resize_weights
 
