@@ -15,13 +15,14 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "AWTClassifier": "classifier", "ImageResult": "classifier", "Prediction": "classifier",
+    "create_classifier": "classifier", "ClassifierSpec": "spec",
     "METHODS": "methods", "Method": "methods", "register_method": "methods", "get_method": "methods",
     "score": "methods",
     "Backbone": "backbone", "create_backbone": "backbone", "register_loader": "backbone",
     "resolve_device": "backbone",
     "AWTError": "errors", "DescriptionsError": "errors",
     "encode_views": "views", "ViewFeatures": "views",
-    "build_prompts": "prompts", "encode_prompts": "prompts", "encode_classes": "prompts", "ClassPrompts": "prompts",
+    "build_prompts": "prompt_sets", "PromptSet": "prompt_sets", "encode_prompts": "prompts", "encode_classes": "prompts", "ClassPrompts": "prompts",
     "read_class_file": "classes",
     "AWTConfig": "scoring", "awt_scores": "scoring", "awt_scores_from_features": "scoring",
     "clip_scores": "scoring", "ensemble_scores": "scoring",

@@ -1,7 +1,9 @@
 """The classifier: a backbone and a class set, scoring images with AWT or any registered method.
 
-A thin facade over the pipeline's stages: :func:`~awt.prompts.encode_classes` (once),
-:func:`~awt.views.encode_views` and :func:`~awt.methods.score` (per batch).
+A thin facade over the pipeline's stages: :func:`~awt.prompts.encode_classes` (once per prompt
+set), :func:`~awt.views.encode_views` and :func:`~awt.methods.score` (per batch). What it classifies
+with is one :class:`~awt.spec.ClassifierSpec`; :func:`create_classifier` builds it the same way for
+every front end.
 """
 
 from __future__ import annotations
@@ -9,18 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from . import defaults, distributed
 from .backbone import Backbone, create_backbone
-from .errors import AWTError
 from .images import ImageInput
-from .methods import DESCRIPTIONS, get_method, score
-from .prompts import DEFAULT_DESCRIPTIONS, DEFAULT_TEMPLATE, ClassPrompts, default_cache_dir, encode_classes
-from .scoring import AWTConfig
-from .views import DEFAULT_VIEWS, ViewFeatures, encode_views
+from .methods import get_method, score
+from .prompts import ClassPrompts, encode_classes
+from .spec import ClassifierSpec
+from .views import ViewFeatures, encode_views
 
 
 @dataclass
@@ -36,6 +37,14 @@ class ImageResult:
     predictions: list[Prediction] | None = None
     error: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The JSON shape every front end gives: ``{"image", "predictions": [{"class", "index",
+        "score"}, ...]}``, or ``{"image", "error"}`` for an input that could not be read."""
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "predictions": [{"class": p.name, "index": p.index, "score": round(p.score, 4)}
+                                                      for p in self.predictions or []]}
+
 
 def _describe_input(item: ImageInput) -> str:
     return str(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
@@ -44,63 +53,36 @@ def _describe_input(item: ImageInput) -> str:
 class AWTClassifier:
     """Zero-shot classifier over a fixed class set.
 
-    The class prompts are encoded once (and cached on disk per backbone and prompt set); images are
-    decoded once, their views cut in a batch on the backbone's device, and scored all at once.
+    The class prompts are encoded once per prompt set (and cached on disk per backbone and prompt
+    set); images are decoded once, their views cut in a batch on the backbone's device, and scored
+    all at once.
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        classnames: Sequence[str],
-        *,
-        template: str = DEFAULT_TEMPLATE,
-        descriptions=None,
-        descriptions_per_class: int = DEFAULT_DESCRIPTIONS,
-        allow_fewer_descriptions: bool = False,
-        views: int = DEFAULT_VIEWS,
-        seed: int = 0,
-        config: AWTConfig = AWTConfig(),
-        cache_dir: str | os.PathLike | None = "default",
-        classes: ClassPrompts | None = None,
-        progress: bool = False,
-        max_pixels: int | None = defaults.MAX_PIXELS,
-    ):
-        """``descriptions``: a :class:`~awt.descriptions.DescriptionSet`, ``{name: [sentences]}`` or
-        one list per class. ``classes``, if given, are the class prompts already encoded (no prompts
-        are built or encoded). ``progress``: a progress bar on stderr while the prompts are encoded.
-        ``max_pixels``: larger images are refused as possible decompression bombs (None: no limit).
-
-        The template and descriptions are encoded here; a method that reads another prompt set
-        (WaffleCLIP's descriptors, CLIP's templates) has it encoded on its first use, once."""
-        if views < 0:
-            raise AWTError("views must be >= 0")
+    def __init__(self, backbone: Backbone, spec: ClassifierSpec, *, classes: ClassPrompts | None = None):
+        """Encode the prompts ``spec.method`` reads (other methods' sets, WaffleCLIP's descriptors
+        or CLIP's templates, are encoded on their first use, once). ``classes``: that set already
+        encoded (nothing is built or encoded)."""
         self.backbone = backbone
-        self.views = views
-        self.seed = seed
-        self.config = config
-        self.max_pixels = max_pixels
-        self.template = template
-        self._cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
-        self._progress = progress
-        self._other_sets: dict[tuple, ClassPrompts] = {}
-        if classes is None:
-            classes = encode_classes(
-                backbone, classnames, template=template, descriptions=descriptions,
-                descriptions_per_class=descriptions_per_class, allow_fewer_descriptions=allow_fewer_descriptions,
-                cache_dir=self._cache_dir, progress=progress)
-        elif len(classes) != len(classnames):
-            raise AWTError(f"encoded prompts for {len(classes)} classes, {len(classnames)} names")
-        self.classes = classes
+        self.spec = spec
+        self._sets: dict[tuple, ClassPrompts] = {}
+        main = get_method(spec.method).prompts
+        if classes is not None:
+            if len(classes) != len(spec.classes):
+                raise ValueError(f"encoded prompts for {len(classes)} classes, {len(spec.classes)} names")
+            self._sets[spec.prompt_key(main)] = classes
+        self.classes = self.classes_for(spec.method)
 
     @classmethod
-    def from_pretrained(cls, classnames: Sequence[str], model: str = "ViT-B-32", pretrained: str | None = "openai",
-                        device: str | None = None, precision: str = "auto", **kwargs) -> "AWTClassifier":
-        """Load a backbone with :func:`awt.create_backbone` and build the classifier on it."""
-        return cls(create_backbone(model, pretrained, device, precision), classnames, **kwargs)
+    def from_pretrained(cls, classnames: Sequence[str], model: str = defaults.MODEL,
+                        pretrained: str | None = defaults.PRETRAINED, device: str | None = None,
+                        precision: str = "auto", **spec) -> "AWTClassifier":
+        """Load a backbone with :func:`awt.create_backbone` and build the classifier on it; ``spec``:
+        the :class:`~awt.spec.ClassifierSpec` fields (``descriptions=``, ``method=``, ...)."""
+        return cls(create_backbone(model, pretrained, device, precision), ClassifierSpec(classnames, **spec))
 
     @property
     def classnames(self) -> list[str]:
-        return self.classes.names
+        return list(self.spec.classes)
 
     @property
     def prompts(self) -> list[list[str]] | None:
@@ -114,39 +96,37 @@ class AWTClassifier:
     def logit_scale(self) -> float:
         return self.backbone.logit_scale
 
-    def iter_image_features(self, images: Sequence[ImageInput], batch_size: int = 8,
+    def iter_image_features(self, images: Sequence[ImageInput], batch_size: int = defaults.BATCH_SIZE,
                             num_workers: int | None = None, views: int | None = None) -> Iterator[ViewFeatures]:
         """Encoded views of ``images``, batch by batch (:func:`awt.views.encode_views`); ``views``
-        overrides the classifier's number of random views."""
-        return encode_views(self.backbone, images, views=self.views if views is None else views, seed=self.seed,
-                            batch_size=batch_size, num_workers=num_workers, max_pixels=self.max_pixels)
+        overrides the spec's number of random views."""
+        return encode_views(self.backbone, images, views=self.spec.views if views is None else views,
+                            seed=self.spec.seed, batch_size=batch_size, num_workers=num_workers,
+                            max_pixels=self.spec.max_pixels)
 
-    def classes_for(self, method: str = "awt") -> ClassPrompts:
-        """The encoded prompt set ``method`` reads: the classifier's own (template and descriptions),
-        or its own set, encoded on first use (:func:`~awt.prompts.method_prompts`)."""
-        m = get_method(method)
-        key = m.prompt_set(0, True, self.seed)
-        if key[0] == DESCRIPTIONS:
-            return self.classes
-        if key not in self._other_sets:
-            self._other_sets[key] = encode_classes(
-                self.backbone, self.classnames, template=self.template, cache_dir=self._cache_dir,
-                progress=self._progress, method=m, seed=self.seed)
-        return self._other_sets[key]
+    def classes_for(self, method: str | None = None) -> ClassPrompts:
+        """The encoded prompt set ``method`` (default: the spec's) reads, encoded on first use."""
+        prompt_set = get_method(method or self.spec.method).prompts
+        key = self.spec.prompt_key(prompt_set)
+        if key not in self._sets:
+            self._sets[key] = encode_classes(self.backbone, self.spec, prompt_set)
+        return self._sets[key]
 
-    def scores(self, image_features: torch.Tensor, method: str = "awt") -> torch.Tensor:
-        """(batch, views, dim) image features -> (batch, classes) scores of ``method``."""
+    def scores(self, image_features: torch.Tensor, method: str | None = None) -> torch.Tensor:
+        """(batch, views, dim) image features -> (batch, classes) scores of ``method`` (default: the spec's)."""
+        method = method or self.spec.method
         c = self.classes_for(method)
-        return score(method, image_features, c.features, c.mask, self.logit_scale, self.config)
+        return score(method, image_features, c.features, c.mask, self.logit_scale, self.spec.awt)
 
-    def predict(self, image_features: torch.Tensor, top_k: int = 5, method: str = "awt") -> list[list[Prediction]]:
+    def predict(self, image_features: torch.Tensor, top_k: int = defaults.TOP_K,
+                method: str | None = None) -> list[list[Prediction]]:
         """Ranked predictions, best first, for each image of (batch, views, dim) features."""
         values, indices = self._top_k(image_features, top_k, method)
         if self.text_features.is_cuda:
             torch.cuda.current_stream(self.text_features.device).synchronize()
         return self._predictions(values, indices)
 
-    def _top_k(self, image_features: torch.Tensor, top_k: int, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _top_k(self, image_features: torch.Tensor, top_k: int, method: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, k) best scores and their class indices; from a GPU, on their way to pinned host
         memory (read them after the current stream's work is done)."""
         scores = self.scores(image_features, method)
@@ -157,14 +137,14 @@ class AWTClassifier:
         return [[Prediction(i, self.classnames[i], float(v)) for i, v in zip(idx, val)]
                 for idx, val in zip(indices.tolist(), values.tolist())]
 
-    def classify(self, images: Sequence[ImageInput], top_k: int = defaults.TOP_K, method: str = defaults.METHOD,
+    def classify(self, images: Sequence[ImageInput], top_k: int = defaults.TOP_K, method: str | None = None,
                  batch_size: int = defaults.BATCH_SIZE,
                  num_workers: int | None = None) -> list[ImageResult]:
         """Classify images (paths or PIL images); unreadable ones get an ``error`` instead of predictions."""
         return list(self.iter_classify(images, top_k, method, batch_size, num_workers))
 
     def iter_classify(self, images: Sequence[ImageInput], top_k: int = defaults.TOP_K,
-                      method: str = defaults.METHOD, batch_size: int = defaults.BATCH_SIZE,
+                      method: str | None = None, batch_size: int = defaults.BATCH_SIZE,
                       num_workers: int | None = None) -> Iterator[ImageResult]:
         """Each image's result, in input order, as soon as it and every image before it are done.
 
@@ -173,6 +153,7 @@ class AWTClassifier:
         queued, and its top-k is read back later: the scorer's convergence checks then wait for the
         scorer alone, and the device never idles while the host waits.
         """
+        method = method or self.spec.method
         m = get_method(method)
         self.classes_for(method)   # its prompts encoded now, not on the scoring stream
         results = [ImageResult(_describe_input(x)) for x in images]
@@ -211,7 +192,7 @@ class AWTClassifier:
             ready.append((pending[:], _record_event(device)))
             pending.clear()
 
-        stream = self.iter_image_features(images, batch_size, num_workers, views=m.views_used(self.views))
+        stream = self.iter_image_features(images, batch_size, num_workers, views=m.views_used(self.spec.views))
         try:
             for batch in stream:
                 for index, reason in batch.errors:
@@ -241,8 +222,17 @@ class AWTClassifier:
         yield from results[shown:]
 
 
+def create_classifier(spec: ClassifierSpec, backbone: Backbone) -> AWTClassifier:
+    """The classifier of ``spec`` on ``backbone``. Under torchrun, rank 0 encodes the prompts (into
+    the cache) first, and the other ranks then read them from it."""
+    r = distributed.ranks()
+    clf = AWTClassifier(backbone, spec) if r.main else None
+    distributed.barrier()
+    return clf or AWTClassifier(backbone, spec)
+
+
 def iter_classify_ranks(clf: AWTClassifier, images: Sequence[ImageInput], top_k: int = defaults.TOP_K,
-                        method: str = defaults.METHOD, batch_size: int = defaults.BATCH_SIZE,
+                        method: str | None = None, batch_size: int = defaults.BATCH_SIZE,
                         num_workers: int | None = None) -> Iterator[ImageResult]:
     """:meth:`AWTClassifier.iter_classify` shared by the ranks of a torchrun job.
 

@@ -1,15 +1,15 @@
-"""Class descriptions on disk: read plain and cache files, write caches atomically.
+"""Class descriptions on disk: read plain files and `awt describe` files, write the latter atomically.
 
 Two formats are read:
 
 * plain JSON ``{classname: [sentence, ...]}``, as published by the AWT authors and CuPL;
-* this project's cache, written by ``awt describe``::
+* an ``awt describe`` file, which carries its provenance::
 
     {"format": "awt-descriptions", "version": 1,
      "meta": {"llm": ..., "endpoint_host": ..., "questions": [...], "per_class": 50, ...},
      "classes": [{"index": 0, "name": "face", "descriptions": [...]}, ...]}
 
-  The cache is a list in class order, so duplicate class names stay distinct. A cache
+  The file lists classes in class order, so duplicate class names stay distinct. A file
   left by an unfinished run lists every class; classes not done yet have fewer than
   ``meta.per_class`` descriptions (an empty list if never attempted), and
   ``meta.complete`` is false.
@@ -28,8 +28,8 @@ from typing import Any
 from awt.errors import DescriptionsError
 from awt.files import atomic_write_text
 
-CACHE_FORMAT = "awt-descriptions"
-CACHE_VERSION = 1
+FILE_FORMAT = "awt-descriptions"
+FILE_VERSION = 1
 _SHOWN = 5  # how many missing class names an error message lists
 
 
@@ -57,13 +57,13 @@ class DescriptionSet:
 
     @property
     def per_class(self) -> int | None:
-        """The number of descriptions per class an ``awt describe`` cache was made for (else None)."""
+        """The number of descriptions per class an ``awt describe`` file was made for (else None)."""
         value = self.meta.get("per_class")
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     @property
-    def is_cache(self) -> bool:
-        """True when read from an ``awt describe`` cache (which has provenance)."""
+    def has_provenance(self) -> bool:
+        """True when read from an ``awt describe`` file (which records how it was made)."""
         return bool(self.meta)
 
     def for_classes(self, classnames: Sequence[str]) -> list[list[str]]:
@@ -102,7 +102,7 @@ class DescriptionSet:
             )
         empty = [n for n, d in zip(wanted, picked) if not d]
         if empty:
-            hint = " (an unfinished `awt describe` run? rerun it to complete the file)" if self.is_cache else ""
+            hint = " (an unfinished `awt describe` run? rerun it to complete the file)" if self.has_provenance else ""
             raise DescriptionsError(
                 f"{self.source} has an empty description list for {len(empty)} classes: "
                 f"{_name_list(empty, len(empty))}{hint}"
@@ -171,13 +171,13 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _parse_cache(top: dict[str, Any], src: str) -> DescriptionSet:
+def _parse_described(top: dict[str, Any], src: str) -> DescriptionSet:
     version = top.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise DescriptionsError(f"{src}: cache file has no integer 'version'")
-    if version > CACHE_VERSION:
+        raise DescriptionsError(f"{src}: `awt describe` file has no integer 'version'")
+    if version > FILE_VERSION:
         raise DescriptionsError(
-            f"{src}: cache format version {version} is newer than this awt supports ({CACHE_VERSION}); upgrade awt"
+            f"{src}: `awt describe` file format version {version} is newer than this awt supports ({FILE_VERSION}); upgrade awt"
         )
     meta = _to_plain(top.get("meta", _Obj()))
     if not isinstance(meta, dict):
@@ -207,7 +207,7 @@ def _parse_cache(top: dict[str, Any], src: str) -> DescriptionSet:
 
 
 def load_descriptions(path: str | os.PathLike[str]) -> DescriptionSet:
-    """Read a plain ``{classname: [sentences]}`` file or an ``awt describe`` cache."""
+    """Read a plain ``{classname: [sentences]}`` file or an ``awt describe`` file."""
     p = Path(path)
     src = str(p)
     data = _read_json(p)
@@ -216,8 +216,8 @@ def load_descriptions(path: str | os.PathLike[str]) -> DescriptionSet:
             f"{src}: expected a JSON object mapping class names to lists of descriptions, got {_json_type(data)}"
         )
     top = _as_dict(data)
-    if top.get("format") == CACHE_FORMAT:
-        return _parse_cache(top, src)
+    if top.get("format") == FILE_FORMAT:
+        return _parse_described(top, src)
     if not data:
         raise DescriptionsError(f"{src}: the JSON object has no classes")
     names: list[str] = []
@@ -228,13 +228,13 @@ def load_descriptions(path: str | os.PathLike[str]) -> DescriptionSet:
     return DescriptionSet(names=names, descriptions=descriptions, meta={}, source=src)
 
 
-def cache_document(names: Sequence[str], descriptions: Sequence[Sequence[str]], meta: dict[str, Any]) -> dict[str, Any]:
-    """The JSON document a cache file holds."""
+def described_document(names: Sequence[str], descriptions: Sequence[Sequence[str]], meta: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document an ``awt describe`` file holds."""
     if len(names) != len(descriptions):
         raise ValueError(f"{len(names)} names but {len(descriptions)} description lists")
     return {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
         "meta": dict(meta),
         "classes": [
             {"index": i, "name": n, "descriptions": list(d)}
@@ -249,7 +249,7 @@ def save_descriptions(
     descriptions: Sequence[Sequence[str]],
     meta: dict[str, Any],
 ) -> None:
-    """Write a cache file atomically (temp file in the same folder + fsync + os.replace)."""
-    doc = cache_document(names, descriptions, meta)
+    """Write an ``awt describe`` file atomically (temp file in the same folder + fsync + os.replace)."""
+    doc = described_document(names, descriptions, meta)
     atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
 

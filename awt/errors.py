@@ -1,8 +1,47 @@
-"""User-facing errors: the command line prints them as one line, without a traceback."""
+"""User-facing errors, carrying data: what went wrong, and which setting decides it.
+
+A message says what and where, in the library's own words; it names no command-line flag, since a
+benchmark config, a Python caller or an HTTP client has none. Each front end adds its own hint:
+``setting`` is the library parameter that decides the error (``max_pixels``), and ``hint`` a remedy
+whose ``{placeholders}`` are setting names, which the front end fills with its own spelling of them
+(``--max-pixels``, ``settings.max_pixels``, a JSON field).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
 
 
 class AWTError(Exception):
-    """An error caused by the user's input or environment (bad file, missing class, no endpoint)."""
+    """An error caused by the user's input or environment (bad file, missing class, no endpoint).
+
+    Attributes:
+        setting: the setting that decides it, if one does (``"max_pixels"``).
+        hint: a remedy with ``{setting}`` placeholders, e.g. ``"raise {max_pixels}"``.
+        kind: ``input`` (a bad request), ``limit`` (over a limit), ``missing`` (not found) or
+            ``unavailable`` (the environment: no network, no GPU): what an HTTP front end answers.
+        data: further facts (the limit, the value), for front ends that show them apart.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None, hint: str | None = None,
+                 kind: str = "input", **data: Any):
+        super().__init__(message)
+        self.setting, self.hint, self.kind, self.data = setting, hint, kind, data
+
+    def hint_for(self, names: Mapping[str, str]) -> str | None:
+        """The hint in a front end's words (``names``: setting -> its spelling there), or None when
+        there is no hint or the front end has no name for a setting it mentions."""
+        if self.hint is None:
+            return None
+        try:
+            return self.hint.format_map(names)
+        except (KeyError, IndexError, ValueError):
+            return None
+
+    def describe(self, names: Mapping[str, str] | None = None) -> str:
+        """The message, and the hint in a front end's words (``names``: setting -> its spelling there)."""
+        hint = self.hint_for(names or {})
+        return f"{self}; {hint}" if hint else str(self)
 
 
 class DescriptionsError(AWTError):

@@ -1,4 +1,5 @@
-"""Files: the one atomic writer every cache and record uses, and the one reader of line lists."""
+"""Files: the one atomic writer every cache and record uses, the one reader of line lists, and the
+cache folder."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Callable, IO
 
+from . import defaults
 from .errors import AWTError
 
 
@@ -77,3 +79,29 @@ def read_lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
         raise AWTError(f"{p}: cannot read {what} file: {e.strerror or e}") from None
     lines = ((n, line.strip()) for n, line in enumerate(text.splitlines(), 1))
     return [(n, line) for n, line in lines if line and not line.startswith("#")]
+
+
+def default_cache_dir() -> Path:
+    """``$AWT_CACHE_DIR``, else ``$XDG_CACHE_HOME/awt``, else ``~/.cache/awt``."""
+    if os.environ.get(defaults.CACHE_ENV):
+        return Path(os.environ[defaults.CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "awt"
+
+
+def check_cache_dir(cache_dir: str | os.PathLike) -> Path:
+    """Create ``cache_dir`` if needed; an AWTError if it cannot hold cache files (checked before the
+    work whose result it would keep)."""
+    path = Path(cache_dir)
+    hint = "choose another {cache_dir}, or {no_cache}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise AWTError(f"{path}: cache directory is a file", setting="cache_dir", hint=hint) from None
+    except OSError as e:
+        raise AWTError(f"{path}: cannot create cache directory: {e.strerror or e}", setting="cache_dir",
+                       hint=hint) from None
+    if not path.is_dir():
+        raise AWTError(f"{path}: cache directory is not a directory", setting="cache_dir", hint=hint)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise AWTError(f"{path}: cache directory is not writable", setting="cache_dir", hint=hint)
+    return path

@@ -2,8 +2,8 @@
 
 A method scores encoded features: image views ``(batch, 1 + views, dim)`` (view 0 the plain centre
 crop) against class prompts ``(classes, prompts, dim)``, giving ``(batch, classes)``. Its entry says
-whether it uses the random views and which prompt set it reads (:data:`PROMPT_SETS`; built in one
-place, :func:`awt.prompts.method_prompts`), so the command line, the classifier and the benchmark
+whether it uses the random views and which prompt set it reads (:mod:`awt.prompt_sets`, where
+prompts are built), so the command line, the classifier and the benchmark
 planner derive everything from here. Adding a method means one :func:`register` call, one scoring
 function, and its test.
 
@@ -17,21 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .errors import AWTError
+from .prompt_sets import DESCRIPTIONS, TEMPLATE, TEMPLATES7, TEMPLATES80, WAFFLE, PromptSet
 
 if TYPE_CHECKING:
     import torch
 
     from .scoring import AWTConfig
-
-# The prompt sets a method can read. Sets of the first three kinds start with the bare template
-# (prompt 0); the template sets are the templates alone.
-TEMPLATE = "template"          # prompt 0 only: descriptions change nothing
-DESCRIPTIONS = "descriptions"  # the template and each class's M descriptions
-WAFFLE = "waffle"              # the template and WaffleCLIP's random descriptors (the same for every class)
-TEMPLATES80 = "templates80"    # CLIP's 80 hand-written ImageNet templates
-TEMPLATES7 = "templates7"      # CLIP's 7-template subset of them (ZERO's "+Ensemble")
-PROMPT_SETS = (TEMPLATE, DESCRIPTIONS, WAFFLE, TEMPLATES80, TEMPLATES7)
-WAFFLE_PAIRS = 15              # WaffleCLIP's default --waffle_count: 15 (random words, random characters) pairs
 
 #: ``(image (batch, views, dim), text (classes, prompts, dim), mask (classes, prompts) | None,
 #: logit_scale, config) -> (batch, classes)``
@@ -41,38 +32,21 @@ ScoreFn = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor | None", float
 @dataclass(frozen=True)
 class Method:
     name: str
-    summary: str                  # one line, shown by ``--help`` and in the README's table
+    summary: str                  # one line, shown by the command line's help and in the README's table
     score: ScoreFn
     random_views: bool = True     # False: scored from view 0 alone (no random views are encoded)
-    prompts: str = DESCRIPTIONS   # one of PROMPT_SETS
+    prompts: PromptSet = DESCRIPTIONS   # what it is scored against (awt.prompt_sets)
     paper: str = ""
     uses_awt_config: bool = False  # reads the AWT hyper-parameters (temperatures, epsilon, Sinkhorn)
 
     def __post_init__(self) -> None:
-        if self.prompts not in PROMPT_SETS:
-            raise ValueError(f"method {self.name!r}: prompts must be one of {', '.join(map(repr, PROMPT_SETS))}")
+        if not isinstance(self.prompts, PromptSet):
+            raise ValueError(f"method {self.name!r}: prompts must be a PromptSet (awt.prompt_sets), "
+                             f"got {self.prompts!r}")
 
     def views_used(self, views: int) -> int:
         """Random views this method reads when ``views`` are encoded."""
         return views if self.random_views else 0
-
-    def descriptions_used(self, per_class: int, has_descriptions: bool = True) -> int:
-        """Descriptions per class this method reads when ``per_class`` are available: WaffleCLIP's
-        random descriptors count as its descriptions (2 x 15, whatever ``per_class``); template sets
-        read none."""
-        if self.prompts == WAFFLE:
-            return 2 * WAFFLE_PAIRS
-        return per_class if (self.prompts == DESCRIPTIONS and has_descriptions) else 0
-
-    def prompt_set(self, per_class: int, has_descriptions: bool = True, seed: int = 0) -> tuple:
-        """The identity of the prompt set this method reads: methods with equal keys share one
-        encoding. ``per_class`` and ``seed`` as the run's (the seed changes WaffleCLIP's words)."""
-        used = self.descriptions_used(per_class, has_descriptions)
-        if self.prompts in (TEMPLATE, DESCRIPTIONS):
-            return (DESCRIPTIONS, used)      # a template method reads prompt 0 of the M = 0 set
-        if self.prompts == WAFFLE:
-            return (WAFFLE, used, seed)
-        return (self.prompts,)
 
 
 METHODS: dict[str, Method] = {}
@@ -112,8 +86,7 @@ def score(method: str | Method, image: "torch.Tensor", text: "torch.Tensor", mas
     image = image.to(text.device)
     if not m.random_views:
         image = image[:, :1]
-    if m.prompts == TEMPLATE:
-        text, mask = text[:, :1], None
+    text, mask = m.prompts.select(text, mask)
     return m.score(image, text, mask, float(logit_scale), config or AWTConfig())
 
 
@@ -143,12 +116,6 @@ def _ensemble(image, text, mask, logit_scale, config):
     return ensemble_scores(image, text, logit_scale, mask)
 
 
-def _templates(image, text, mask, logit_scale, config):
-    from .scoring import ensemble_scores
-
-    return ensemble_scores(image, text, logit_scale, mask)
-
-
 _AWT_PAPER = "Zhu et al., AWT, NeurIPS 2024"
 register(Method("awt", "AWT: weighted views and prompts, optimal transport", _awt, paper=_AWT_PAPER,
                 uses_awt_config=True))
@@ -162,7 +129,7 @@ register(Method("awt-image", "AWT ablation: random views, the bare template only
                 paper=_AWT_PAPER, uses_awt_config=True))
 register(Method("awt-text", "AWT ablation: view 0 only, template and descriptions", _awt, random_views=False,
                 paper=_AWT_PAPER, uses_awt_config=True))
-register(Method("templates", "view 0 against the mean of CLIP's 80 ImageNet templates", _templates,
+register(Method("templates", "view 0 against the mean of CLIP's 80 ImageNet templates", _ensemble,
                 random_views=False, prompts=TEMPLATES80, paper="Radford et al., CLIP, ICML 2021"))
 
 # -- training-free rivals (awt/rivals.py) --------------------------------------------------------

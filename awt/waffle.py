@@ -74,13 +74,3 @@ def waffle_descriptors(classnames: Sequence[str], pairs: int = 15, seed: int = 0
         out.append(", ".join("".join(CHARACTERS[rng.randrange(len(CHARACTERS))] for _ in range(per_group))
                              for _ in range(groups)))
     return out
-
-
-def waffle_prompts(classnames: Sequence[str], template: str, pairs: int = 15, seed: int = 0) -> list[list[str]]:
-    """Each class's prompts: the bare template, then one per shared descriptor."""
-    descriptors = [descriptor_clause(d) for d in waffle_descriptors(classnames, pairs, seed)]
-    prompts = []
-    for name in classnames:
-        head = (template[:-1] if template.endswith(".") else template).replace("{}", name)
-        prompts.append([head + "."] + [f"{head}, {d}." for d in descriptors])
-    return prompts

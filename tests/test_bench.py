@@ -32,6 +32,7 @@ from awt.bench.metrics import compute_metrics, mean_per_class_recall, metrics_fr
 from awt.bench.plan import plan_runs
 from awt.bench.runner import run_bench
 from awt.classifier import AWTClassifier
+from awt.spec import ClassifierSpec
 from awt.errors import AWTError
 from awt.methods import get_method, method_names
 
@@ -369,8 +370,9 @@ def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone
 
     ds = read_labels_csv(Path(load_config(config_path).datasets[0].path))
     desc = load_descriptions(load_config(config_path).datasets[0].descriptions).for_classes(ds.classnames)
-    clf = AWTClassifier(tiny_backbone, [clean_classname(n) for n in ds.classnames], template="a photo of a {}.",
-                        descriptions=desc, descriptions_per_class=4, cache_dir=None)
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec([clean_classname(n) for n in ds.classnames],
+                                                      template="a photo of a {}.", descriptions=desc,
+                                                      descriptions_per_class=4, cache_dir=None))
     for method in METHODS:
         feats = data["features"].float()
         if not get_method(method).random_views:
@@ -402,7 +404,7 @@ def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone
     counter.calls = counter.rows = 0
     more = quiet_run(config_path, out)
     multi_view = [m for m in METHODS if get_method(m).random_views]
-    assert sorted(more.ran) == sorted(f"tiny/ex4/{m} views=2 M={get_method(m).descriptions_used(4)} seed=0"
+    assert sorted(more.ran) == sorted(f"tiny/ex4/{m} views=2 M={get_method(m).prompts.used(4)} seed=0"
                                       for m in multi_view)
     assert counter.rows == 12 * 3
     assert len(list(csv.DictReader(open(out / "summary.csv")))) == len(METHODS) + len(multi_view)

@@ -8,7 +8,7 @@ import torch
 from numpy.testing import assert_allclose
 from PIL import Image
 
-from awt import AWTClassifier, AWTError
+from awt import AWTClassifier, AWTError, ClassifierSpec
 from awt.augment import crop_views, image_seed, pack_views, sample_views
 from awt.images import load_image
 from awt.reference import paper_awt_scores
@@ -28,8 +28,8 @@ def example_files():
 @pytest.fixture(scope="module")
 def clf(tiny_backbone, tmp_path_factory):
     descriptions = [[f"{name} detail {j}." for j in range(4)] for name in CLASSES]
-    return AWTClassifier(tiny_backbone, CLASSES, descriptions=descriptions, descriptions_per_class=3, views=6,
-                         seed=7, cache_dir=tmp_path_factory.mktemp("cache"))
+    return AWTClassifier(tiny_backbone, ClassifierSpec(CLASSES, descriptions=descriptions, descriptions_per_class=3,
+                                                       views=6, seed=7, cache_dir=tmp_path_factory.mktemp("cache")))
 
 
 def _scores(results):
@@ -214,9 +214,10 @@ def test_text_embeddings_are_cached_on_disk(tiny_backbone, tmp_path):
 
     tiny_backbone.encode_texts = counting
     try:
-        first = AWTClassifier(tiny_backbone, CLASSES, cache_dir=tmp_path, views=0)
-        second = AWTClassifier(tiny_backbone, CLASSES, cache_dir=tmp_path, views=0)
-        other = AWTClassifier(tiny_backbone, CLASSES, template="a picture of a {}", cache_dir=tmp_path, views=0)
+        first = AWTClassifier(tiny_backbone, ClassifierSpec(CLASSES, cache_dir=tmp_path, views=0))
+        second = AWTClassifier(tiny_backbone, ClassifierSpec(CLASSES, cache_dir=tmp_path, views=0))
+        other = AWTClassifier(tiny_backbone, ClassifierSpec(CLASSES, template="a picture of a {}", cache_dir=tmp_path,
+                                                            views=0))
     finally:
         del tiny_backbone.encode_texts
     assert calls == [5, 5]  # the second classifier read the cache; another template is another entry
@@ -229,7 +230,8 @@ def test_text_embeddings_are_cached_on_disk(tiny_backbone, tmp_path):
 def test_duplicate_class_names_stay_distinct(tiny_backbone, example_files, tmp_path):
     names = ["missile", "cat", "missile"]
     descriptions = [["a rocket-like weapon."], ["a small feline."], ["a projectile in flight."]]
-    clf = AWTClassifier(tiny_backbone, names, descriptions=descriptions, descriptions_per_class=1, views=2, cache_dir=tmp_path)
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(names, descriptions=descriptions, descriptions_per_class=1, views=2,
+                                                      cache_dir=tmp_path))
     assert clf.prompts[0] != clf.prompts[2]
     preds = clf.classify(example_files[:1], top_k=3, num_workers=0)[0].predictions
     assert sorted(p.index for p in preds) == [0, 1, 2]
@@ -239,9 +241,9 @@ def test_duplicate_class_names_stay_distinct(tiny_backbone, example_files, tmp_p
 def test_too_few_descriptions_is_an_error_naming_the_class(tiny_backbone, tmp_path):
     descriptions = [["one.", "two."], ["one."]]
     with pytest.raises(AWTError, match="'dog' \\(1\\)"):
-        AWTClassifier(tiny_backbone, ["cat", "dog"], descriptions=descriptions, descriptions_per_class=2, cache_dir=None)
-    clf = AWTClassifier(tiny_backbone, ["cat", "dog"], descriptions=descriptions, descriptions_per_class=2,
-                        allow_fewer_descriptions=True, cache_dir=None, views=1)
+        ClassifierSpec(["cat", "dog"], descriptions=descriptions, descriptions_per_class=2, cache_dir=None)
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(["cat", "dog"], descriptions=descriptions, descriptions_per_class=2,
+                                                      allow_fewer_descriptions=True, cache_dir=None, views=1))
     assert clf.classes.mask.tolist() == [[True, True, True], [True, True, False]]
     assert float(clf.text_features[1, 2].abs().sum()) == 0.0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from awt.descriptions import (
-    CACHE_FORMAT,
+    FILE_FORMAT,
     DescriptionSet,
     load_descriptions,
     normalize_name,
@@ -34,7 +34,7 @@ def test_plain_file_is_read_in_order(tmp_path: Path) -> None:
     ds = load_descriptions(p)
     assert ds.names == ["dog", "cat"]
     assert ds.descriptions == [["A dog barks.", "A dog runs."], ["A cat naps."]]
-    assert ds.meta == {} and not ds.is_cache
+    assert ds.meta == {} and not ds.has_provenance
     assert ds.source == str(p)
 
 
@@ -133,18 +133,18 @@ def test_cache_round_trip_keeps_duplicates_and_meta(tmp_path: Path) -> None:
     meta = {"llm": "m", "endpoint_host": "127.0.0.1:8000", "questions": ["What is {}?"], "per_class": 2, "complete": True}
     save_descriptions(p, ["crane", "crane", "émeu"], [["a.", "b."], ["c.", "d."], ["e.", "f."]], meta)
     doc = json.loads(p.read_text(encoding="utf-8"))
-    assert doc["format"] == CACHE_FORMAT and doc["version"] == 1
+    assert doc["format"] == FILE_FORMAT and doc["version"] == 1
     assert [c["index"] for c in doc["classes"]] == [0, 1, 2]
     assert "émeu" in p.read_text(encoding="utf-8")  # UTF-8, not \u escapes
     ds = load_descriptions(p)
-    assert ds.is_cache and ds.meta == meta
+    assert ds.has_provenance and ds.meta == meta
     assert ds.names == ["crane", "crane", "émeu"]
     assert ds.for_classes(["crane", "crane", "émeu"]) == [["a.", "b."], ["c.", "d."], ["e.", "f."]]
     assert sorted(os.listdir(p.parent)) == ["cache.json"], "no temp files left behind"
 
 
 def test_cache_classes_may_be_listed_out_of_order(tmp_path: Path) -> None:
-    doc = {"format": CACHE_FORMAT, "version": 1, "meta": {},
+    doc = {"format": FILE_FORMAT, "version": 1, "meta": {},
            "classes": [{"index": 1, "name": "b", "descriptions": ["B."]}, {"index": 0, "name": "a", "descriptions": ["A."]}]}
     ds = load_descriptions(write(tmp_path, json.dumps(doc)))
     assert ds.names == ["a", "b"] and ds.meta == {"complete": False}
@@ -164,7 +164,7 @@ def test_cache_classes_may_be_listed_out_of_order(tmp_path: Path) -> None:
     ],
 )
 def test_bad_cache_files(tmp_path: Path, doc: dict, expected: str) -> None:
-    p = write(tmp_path, json.dumps({"format": CACHE_FORMAT, **doc}))
+    p = write(tmp_path, json.dumps({"format": FILE_FORMAT, **doc}))
     with pytest.raises(DescriptionsError, match=expected):
         load_descriptions(p)
 
@@ -205,7 +205,7 @@ def test_published_awt_files_load() -> None:
     assert files, f"no JSON files in {folder}"
     for f in files:
         ds = load_descriptions(f)
-        assert not ds.is_cache and len(ds) >= 10, f.name
+        assert not ds.has_provenance and len(ds) >= 10, f.name
         assert len(set(ds.names)) == len(ds.names), f"{f.name} has repeated class names"
         assert min(len(d) for d in ds.descriptions) >= 50, f.name
         assert ds.for_classes(ds.names) == ds.descriptions

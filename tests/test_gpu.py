@@ -11,7 +11,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from awt import AWTClassifier
+from awt import AWTClassifier, ClassifierSpec
 from awt.augment import cut_views
 from awt.images import to_device
 
@@ -39,8 +39,8 @@ def backbones(tiny_backbone):
 
 def _classifiers(backbones, tmp_path):
     descriptions = [[f"{name} detail {j}." for j in range(4)] for name in CLASSES]
-    return [AWTClassifier(bb, CLASSES, descriptions=descriptions, descriptions_per_class=3, views=6, seed=3,
-                          cache_dir=tmp_path / bb.device.type) for bb in backbones]
+    return [AWTClassifier(bb, ClassifierSpec(CLASSES, descriptions=descriptions, descriptions_per_class=3, views=6,
+                                             seed=3, cache_dir=tmp_path / bb.device.type)) for bb in backbones]
 
 
 def test_copies_and_views_never_wait_for_the_device(backbones, files):

@@ -199,6 +199,7 @@ def clip_pair(tiny_backbone, tmp_path_factory):
 
 def test_clip_open_clip_and_transformers_agree(clip_pair, labeled_images):
     from awt.classifier import AWTClassifier
+    from awt.spec import ClassifierSpec
     from awt.descriptions import load_descriptions
 
     oc, hf = clip_pair
@@ -224,8 +225,8 @@ def test_clip_open_clip_and_transformers_agree(clip_pair, labeled_images):
     names = list(descriptions.names)
     tops = []
     for bb in (oc, hf):
-        clf = AWTClassifier(bb, names, descriptions=descriptions, descriptions_per_class=5,
-                            views=8, cache_dir=None)
+        clf = AWTClassifier(bb, ClassifierSpec(names, descriptions=descriptions, descriptions_per_class=5,
+                                               views=8, cache_dir=None))
         tops.append([[p.index for p in r.predictions] for r in clf.classify(paths, top_k=5, num_workers=0)])
     assert tops[0] == tops[1]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from awt import AWTClassifier
+from awt import AWTClassifier, ClassifierSpec
 from awt.methods import METHODS, Method, get_method, register, score, unregister
 
 PACKAGE = Path(__file__).resolve().parents[1] / "awt"
@@ -126,8 +126,8 @@ def test_a_method_is_one_registry_entry(top_prompt, tiny_backbone, tmp_path):
     assert effective_settings("top-prompt", 50, 7, True) == (0, 7)     # the planner reads its flags
     names = ["cat", "rocket", "cup of coffee"]
     descriptions = [[f"{n} sentence {j}." for j in range(3)] for n in names]
-    clf = AWTClassifier(tiny_backbone, names, descriptions=descriptions, descriptions_per_class=2, views=3,
-                        cache_dir=tmp_path)
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(names, descriptions=descriptions, descriptions_per_class=2,
+                                                      views=3, cache_dir=tmp_path))
     example = PACKAGE / "data" / "examples" / "rocket.jpg"
     [result] = clf.classify([str(example)], method="top-prompt", num_workers=0)
     feats = next(clf.iter_image_features([str(example)], num_workers=0, views=0)).features

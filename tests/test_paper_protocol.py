@@ -171,7 +171,7 @@ def test_imagenet_names_are_clips_cleaned_names(shared_dir):
 
 def _our_prompts(key: str, descriptions_file: Path, m: int = 50) -> tuple[list[str], list[list[str]]]:
     from awt.descriptions import load_descriptions
-    from awt.prompts import build_prompts
+    from awt.prompt_sets import build_prompts
 
     names = read_class_names(REPO / CATALOG[key]["classes"])
     aligned = load_descriptions(descriptions_file).for_classes(names)
@@ -207,7 +207,7 @@ def test_prompts_are_the_authors_string_for_string(shared_dir):
 
 
 def test_prompt_joining_examples():
-    from awt.prompts import build_prompts
+    from awt.prompt_sets import build_prompts
 
     got = build_prompts(["apple pie"], TEMPLATES["food101"]["awt"], [["Golden crust.", "Lattice top."]], per_class=2)
     assert got == [["a photo of a apple pie from Food101.",

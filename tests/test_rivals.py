@@ -14,8 +14,8 @@ from numpy.testing import assert_allclose
 from awt import methods, rivals
 from awt import reference_rivals as R
 from awt.bench.plan import effective_settings
-from awt.prompts import build_prompts, method_prompts
-from awt.waffle import descriptor_clause, waffle_descriptors, waffle_prompts, word_list
+from awt.prompt_sets import WAFFLE_PAIRS, Waffle, build_prompts
+from awt.waffle import descriptor_clause, waffle_descriptors, word_list
 
 RIVALS = {
     "zero": R.zero_single, "zero-ensemble": R.zero_single, "mta": R.mta_single, "dclip": R.description_single,
@@ -284,6 +284,11 @@ def test_autoclip_matches_authors_code(shape):
     assert not np.allclose(ours.numpy(), SCALE * sim[:, 0].mean(-1), atol=1e-3)
 
 
+def method_prompts(name, classnames, template="a photo of a {}", descriptions=None, per_class=0, seed=0):
+    """The prompts the registry's method ``name`` reads."""
+    return methods.get_method(name).prompts.build(classnames, template, descriptions, per_class, seed)
+
+
 def test_templates_match_open_clip_classifier():
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -312,7 +317,7 @@ def test_authors_defaults():
     assert rivals.ZERO_GAMMA == 0.3
     assert (rivals.MTA_LAMBDA_Y, rivals.MTA_LAMBDA_Q, rivals.MTA_MAX_ITER, rivals.MTA_TOL) == (0.2, 4.0, 5, 1e-6)
     assert (rivals.AUTOCLIP_BETA, rivals.AUTOCLIP_BRACKET, rivals.AUTOCLIP_XTOL) == (0.85, (0.0, 1e7), 1e-2)
-    assert methods.WAFFLE_PAIRS == 15
+    assert WAFFLE_PAIRS == 15
 
 
 def test_template_sets_come_from_open_clip():
@@ -359,7 +364,7 @@ def test_descriptor_clause_is_dclips_rule():
     assert descriptor_clause("often seen in pairs") == "which often seen in pairs"
     assert descriptor_clause("used for cutting") == "which is used for cutting"
     assert descriptor_clause("Xk3, p9q") == "which has Xk3, p9q"
-    assert waffle_prompts(["cat"], "a photo of a {}", 1, 0)[0][0] == "a photo of a cat."
+    assert Waffle("waffle", 1).build(["cat"], "a photo of a {}", seed=0)[0][0] == "a photo of a cat."
 
 
 def test_effective_settings_and_prompt_set_keys():
@@ -369,7 +374,7 @@ def test_effective_settings_and_prompt_set_keys():
     assert effective_settings("mta", 50, 50, True) == (50, 0)
     assert effective_settings("dclip", 50, 50, True) == (0, 50)
     assert effective_settings("autoclip", 50, 50, True) == (0, 0)
-    key = lambda name, seed=0: methods.get_method(name).prompt_set(50, True, seed)   # noqa: E731
+    key = lambda name, seed=0: methods.get_method(name).prompts.key(50, True, seed)   # noqa: E731
     assert key("zero") == key("mta") == key("clip") == ("descriptions", 0)
     assert key("dclip") == key("awt") == ("descriptions", 50)
     assert key("waffle", 1) != key("waffle", 2)

@@ -20,7 +20,7 @@ from .. import defaults
 from ..defaults import PRECISIONS
 from ..errors import AWTError
 from ..methods import method_names
-from ..prompts import DEFAULT_TEMPLATE, check_template
+from ..prompt_sets import check_template
 from ..scoring import AWTConfig
 from .datasets import FORMATS
 from .layouts import explain_missing
@@ -299,7 +299,7 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         fmt = d.get("format", "auto")
         if fmt not in FORMATS:
             raise _fail(path, f"{where}.format", f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-        template = _as_str(d.get("template", DEFAULT_TEMPLATE), f"{where}.template", path)
+        template = _as_str(d.get("template", defaults.TEMPLATE), f"{where}.template", path)
         try:
             check_template(template)
         except AWTError as e:

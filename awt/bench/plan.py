@@ -43,7 +43,7 @@ class Run:
 def effective_settings(method: str, views: int, per_class: int, has_descriptions: bool) -> tuple[int, int]:
     """(views, descriptions per class) that ``method`` really uses."""
     m = get_method(method)
-    return m.views_used(views), m.descriptions_used(per_class, has_descriptions)
+    return m.views_used(views), m.prompts.used(per_class, has_descriptions)
 
 
 def plan_runs(config: BenchConfig) -> list[Run]:

@@ -4,7 +4,7 @@ Per (backbone, dataset, seed), image features are encoded once, for each number 
 multi-view method asks for, and every method is scored from them; methods that read view 0 alone
 take view 0 of a set already there (view 0, the plain centre crop, depends on neither the views nor
 the seed). Class prompts are encoded once per (backbone, dataset, prompt set): the template and M
-descriptions, WaffleCLIP's descriptors of a seed, or CLIP's templates (``Method.prompt_set``).
+descriptions, WaffleCLIP's descriptors of a seed, or CLIP's templates (``PromptSet.key``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import Callable
 import torch
 
 from .. import distributed
-from ..methods import DESCRIPTIONS, get_method, score
+from ..methods import get_method, score
 from ..prompts import ClassPrompts, encode_classes
+from ..scoring import AWTConfig
+from ..spec import ClassifierSpec
 from .config import BenchConfig
 from .features import FeatureSet, compute_features, feature_key
 from .metrics import metrics_from_topk
@@ -127,8 +129,8 @@ class Sweep:
             name = run.dataset.name
             if name in prepared:
                 continue
-            need = max((r.descriptions_per_class for r in pending if r.dataset.name == name
-                        and get_method(r.method).prompts == DESCRIPTIONS), default=0)
+            need = max((r.descriptions_per_class for r in pending
+                        if r.dataset.name == name and get_method(r.method).prompts.reads_descriptions), default=0)
             ds = prepared[name] = prepare_dataset(run.dataset, need, self.config.path)
             self.log(f"dataset {name}: {ds.subset_note}, {len(ds.prompt_names)} classes")
             shared = [n for n, d in ds.duplicate_names.items() if d["same_descriptions"]]
@@ -222,12 +224,7 @@ class Sweep:
     def _classes(self, run: Run, ds: PreparedDataset, backbone) -> tuple[ClassPrompts, float]:
         """The prompt set ``run``'s method reads, encoded (or read from the cache)."""
         t = time.perf_counter()
-        m = run.descriptions_per_class
-        classes = encode_classes(
-            backbone, ds.prompt_names, template=ds.spec.template,
-            descriptions=ds.descriptions if (m > 0 and ds.descriptions is not None) else None,
-            descriptions_per_class=m, allow_fewer_descriptions=ds.spec.allow_fewer_descriptions,
-            cache_dir=self.cache_dir, progress=self.progress, method=run.method, seed=run.seed)
+        classes = encode_classes(backbone, class_spec(run, ds, self.cache_dir, self.settings.awt))
         return classes, time.perf_counter() - t
 
     def _score(self, run: Run, ds: PreparedDataset, fs: FeatureSet, first_use: bool, backbone,
@@ -271,9 +268,17 @@ class Sweep:
                            versions=self.versions)
 
 
+def class_spec(run: Run, ds: PreparedDataset, cache_dir: Path | None, awt: AWTConfig) -> ClassifierSpec:
+    """The classifier ``run`` scores as: its dataset's classes and descriptions, its method, M and seed."""
+    return ClassifierSpec(ds.prompt_names, ds.descriptions, descriptions_per_class=run.descriptions_per_class,
+                          allow_fewer_descriptions=ds.spec.allow_fewer_descriptions, template=ds.spec.template,
+                          method=run.method, views=run.views, seed=run.seed, awt=awt, cache_dir=cache_dir)
+
+
 def _prompt_set(run: Run) -> tuple:
     """Which encoded prompt set ``run`` scores against (runs with equal keys share one)."""
-    return get_method(run.method).prompt_set(run.descriptions_per_class, run.dataset.descriptions is not None, run.seed)
+    return get_method(run.method).prompts.key(run.descriptions_per_class, run.dataset.descriptions is not None,
+                                              run.seed)
 
 
 def _unique(items) -> list:

@@ -26,8 +26,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
-class _LowerLevel(logging.Formatter):
+class _Notes(logging.Formatter):
+    """Notes as they are; warnings and errors behind their level: ``warning: ...``."""
+
     def format(self, record: logging.LogRecord) -> str:
+        if record.levelno <= logging.INFO:
+            return record.getMessage()
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
@@ -39,26 +43,44 @@ def _rank_prefix() -> str:
     return f"rank {rank}: " if rank else ""
 
 
+#: each library setting as the command line spells it, for the hints errors carry (awt.errors)
+FLAGS = {
+    "classes": "--classes", "descriptions": "--descriptions", "template": "--template", "views": "--views",
+    "descriptions_per_class": "--descriptions-per-class", "allow_fewer_descriptions": "--allow-fewer-descriptions",
+    "model": "--model", "pretrained": "--pretrained", "device": "--device", "precision": "--precision",
+    "seed": "--seed", "method": "--method", "cache_dir": "--cache-dir", "no_cache": "--no-cache",
+    "max_pixels": "--max-pixels", "batch_size": "--batch-size", "workers": "--workers",
+    # awt describe
+    "llm": "--llm", "base_url": "--base-url", "out": "--out", "questions": "--questions", "per_class": "--per-class",
+    "num_questions": "--num-questions", "concurrency": "--concurrency", "timeout": "--timeout",
+    "max_attempts": "--max-attempts", "max_requests": "--max-requests", "backoff": "--backoff",
+}
+
+
 def user_errors(fn):
     """Run a command with its user errors as one line on stderr: AWTError -> exit status 1, Ctrl-C
-    -> 130; library warnings and log records print as ``warning: ...`` lines."""
+    -> 130. The library's notes (the ``awt`` loggers) print on stderr, warnings as ``warning: ...``;
+    progress bars are drawn (on a terminal, by rank 0)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         warnings.showwarning = _show_warning
         if not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(_LowerLevel())
+            handler.setFormatter(_Notes())
             logging.basicConfig(level=logging.ERROR, handlers=[handler])  # other libraries: errors only
-            logging.getLogger("awt").setLevel(logging.WARNING)
+            logging.getLogger("awt").setLevel(logging.INFO)
         rank = _rank_prefix()
         if rank:  # rank 0 alone says the notes and warnings that every rank would repeat
             warnings.simplefilter("ignore")
             logging.getLogger("awt").setLevel(logging.ERROR)
+        from ..progress import show_progress
+
+        show_progress(not rank)
         try:
             return fn(*args, **kwargs)
         except AWTError as e:
-            print(f"{rank}error: {e}", file=sys.stderr)
+            print(f"{rank}error: {e.describe(FLAGS)}", file=sys.stderr)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             print(f"{rank}interrupted", file=sys.stderr)

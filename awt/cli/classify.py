@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,6 +12,7 @@ import typer
 from .. import defaults
 from ..errors import AWTError
 from ..methods import METHODS
+
 
 def _methods_epilog(width: int = 78) -> str:
     """The registry's methods, one per entry, wrapped to ``width`` columns (``\\b``: kept as laid out)."""
@@ -66,29 +66,17 @@ def classify(
                                    "JPEGs are decoded at reduced size whatever the limit."),
 ) -> None:
     """Classify images zero-shot among the classes in --classes."""
-    from ..classes import read_class_file, warn_duplicates
-    from ..methods import get_method
-    from ..prompts import check_cache_dir, check_template, default_cache_dir
+    from ..files import default_cache_dir
+    from ..spec import ClassifierSpec
 
-    m = get_method(method)
-    check_template(template)
-    names = read_class_file(classes)
-    warn_duplicates(names, str(classes))
-    desc = None
-    if descriptions is not None:
-        from ..descriptions import load_descriptions
-
-        desc = load_descriptions(descriptions)
-    elif m.descriptions_used(1):
-        warnings.warn("no --descriptions given: using the template alone (M=0)")
-    if descriptions_per_class is None:
-        descriptions_per_class = (desc.per_class if desc is not None and desc.per_class
-                                  else defaults.DESCRIPTIONS_PER_CLASS)
-    cache = None if no_cache else check_cache_dir(cache_dir or default_cache_dir())
+    spec = ClassifierSpec.from_files(
+        classes, descriptions, descriptions_per_class=descriptions_per_class,
+        allow_fewer_descriptions=allow_fewer_descriptions, template=template, method=method, views=views, seed=seed,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()), max_pixels=max_pixels or None)
 
     from .. import distributed
     from ..backbone import create_backbone
-    from ..classifier import AWTClassifier
+    from ..classifier import create_classifier
     from ..images import find_images
 
     paths = find_images([str(p) for p in images])
@@ -97,48 +85,31 @@ def classify(
     ranks = distributed.init(device)   # one process unless started by torchrun
     try:
         backbone = create_backbone(model, pretrained, distributed.rank_device(device), precision)
-
-        def classifier() -> AWTClassifier:
-            return AWTClassifier(
-                backbone, names, template=template, descriptions=desc,
-                descriptions_per_class=descriptions_per_class if desc is not None else 0,
-                allow_fewer_descriptions=allow_fewer_descriptions, views=views, seed=seed, cache_dir=cache,
-                progress=ranks.main, max_pixels=max_pixels or None)
-
-        # rank 0 encodes the prompts into the cache, then the others read them from it
-        clf = classifier() if ranks.main else None
-        distributed.barrier()
-        clf = clf or classifier()
-        _print_results(clf, paths, top_k, method, batch_size, workers, json_lines, ranks.main)
+        clf = create_classifier(spec, backbone)
+        _print_results(clf, paths, top_k, batch_size, workers, json_lines)
     finally:
         distributed.finish()
 
 
-def _print_results(clf, paths: list[str], top_k: int, method: str, batch_size: int, workers: int | None,
-                   json_lines: bool, main: bool = True) -> None:
+def _print_results(clf, paths: list[str], top_k: int, batch_size: int, workers: int | None,
+                   json_lines: bool) -> None:
     from tqdm.auto import tqdm
 
     from ..classifier import iter_classify_ranks
+    from ..progress import progress_bar
 
     failed = done = 0
     shield = _Shield()
-    bar = tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr, disable=None if main else True,
-               dynamic_ncols=True, leave=False)
+    bar = progress_bar(len(paths), "images", "img")
     try:
-        for result in iter_classify_ranks(clf, paths, top_k=top_k, method=method, batch_size=batch_size,
-                                          num_workers=workers):
+        for result in iter_classify_ranks(clf, paths, top_k=top_k, batch_size=batch_size, num_workers=workers):
             with shield, tqdm.external_write_mode(file=sys.stdout):
                 if result.error is not None:
                     failed += 1
                     print(f"error: {result.image}: {result.error}", file=sys.stderr)
-                    if json_lines:
-                        print(json.dumps({"image": result.image, "error": result.error}, ensure_ascii=False),
-                              flush=True)
-                elif json_lines:
-                    preds = [{"class": p.name, "index": p.index, "score": round(p.score, 4)}
-                             for p in result.predictions]
-                    print(json.dumps({"image": result.image, "predictions": preds}, ensure_ascii=False), flush=True)
-                else:
+                if json_lines:
+                    print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+                elif result.error is None:
                     width = max(len(p.name) for p in result.predictions)
                     lines = [result.image] + [f"  {rank:>2}. {p.name:<{width}}  {p.score:8.3f}"
                                               for rank, p in enumerate(result.predictions, 1)]

@@ -1,4 +1,4 @@
-"""``awt describe``: LLM-written class descriptions, cached on disk (imports no torch)."""
+"""``awt describe``: LLM-written class descriptions, written to a file with their provenance (imports no torch)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ _SHOWN_FAILURES = 20
 
 def describe(
     classes: Annotated[Path, typer.Option("--classes", help="Class names, one per line ('#' comments and blank lines ignored).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="Cache file to write (JSON). An existing one is resumed.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Descriptions file to write (JSON, with its provenance). An unfinished one is resumed.", show_default=False)],
     dataset_description: Annotated[str, typer.Option("--dataset-description", help="One line about the dataset for step 1, e.g. 'consists of 101 food categories'.")] = _DEFAULT.dataset_description,
     questions: Annotated[Optional[Path], typer.Option("--questions", help="Skip step 1: your questions, one per line, each with {} for the class name.")] = None,
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="Minimum unique descriptions per class (M).")] = _DEFAULT.per_class,
@@ -44,7 +44,7 @@ def describe(
         max_requests=max_requests, backoff=backoff, prompts=prompts,
     )
     try:
-        report = run_describe(settings, log=lambda m: typer.echo(m, err=True))
+        report = run_describe(settings)
     except DescribeInterrupted as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(130) from None

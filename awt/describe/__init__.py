@@ -1,6 +1,6 @@
-"""LLM-written class descriptions (AWT's two-step prompting), cached on disk.
+"""LLM-written class descriptions (AWT's two-step prompting), written to a file with their provenance.
 
-:mod:`~awt.describe.generate` holds the two steps, :mod:`~awt.describe.cache` the resumable cache,
+:mod:`~awt.describe.generate` holds the two steps, :mod:`~awt.describe.output` the resumable output file,
 :mod:`~awt.describe.run` a whole run; the command is ``awt describe`` (:mod:`awt.cli.describe`).
 """
 

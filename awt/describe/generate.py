@@ -1,11 +1,11 @@
 """The two steps of `awt describe`: dataset-aware questions first, then each question about each class.
 
-:mod:`awt.describe.cache` keeps the results on disk; :mod:`awt.describe.run` drives a whole run.
+:mod:`awt.describe.output` keeps the results on disk; :mod:`awt.describe.run` drives a whole run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +15,6 @@ from awt.describe.inputs import Prompts
 from awt.describe.llm import Answer, Budget, BudgetExhausted, ChatClient, RequestFailed, Stats
 from awt.errors import AWTError
 
-DEFAULT_LLM = defaults.LLM
-
-Log = Callable[[str], None]
 
 class DescribeInterrupted(AWTError):
     """The run was interrupted (Ctrl-C or SIGTERM); finished classes are saved."""
@@ -34,7 +31,7 @@ class DescribeSettings:
     questions: Path | None = None
     num_questions: int = 8
     per_class: int = defaults.DESCRIPTIONS_PER_CLASS
-    llm: str = DEFAULT_LLM
+    llm: str = defaults.LLM
     base_url: str | None = None
     concurrency: int = 8
     timeout: float = 60.0
@@ -94,7 +91,8 @@ def generate_questions(client: ChatClient, prompts: Prompts, dataset_description
     try:
         client.complete(msgs, temperature=ps.temperature, accept=usable, budget=Budget(client.policy.max_attempts))
     except RequestFailed as e:
-        raise AWTError(f"step 1 failed: the LLM gave no usable questions ({e}); pass your own with --questions FILE") from None
+        raise AWTError(f"step 1 failed: the LLM gave no usable questions ({e})", setting="questions",
+                       hint="pass your own with {questions} FILE") from None
     return list(parsed)
 
 

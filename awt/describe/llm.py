@@ -76,17 +76,17 @@ def endpoint_host(base_url: str) -> str:
 
 
 def resolve_endpoint(base_url: str | None, environ: Mapping[str, str] | None = None) -> Endpoint:
-    """Endpoint from ``--base-url`` or ``OPENAI_BASE_URL`` and the key from ``OPENAI_API_KEY``."""
+    """Endpoint from ``base_url`` or ``OPENAI_BASE_URL`` and the key from ``OPENAI_API_KEY``."""
     env = os.environ if environ is None else environ
     url = (base_url or env.get("OPENAI_BASE_URL") or "").strip()
     key = (env.get("OPENAI_API_KEY") or "").strip()
     if not key and not url:
         raise AWTError(
-            "no LLM endpoint: set OPENAI_API_KEY to use OpenAI, or point --base-url "
-            "(or OPENAI_BASE_URL) at an OpenAI-compatible server such as vLLM, Ollama or llama.cpp"
-        )
+            "no LLM endpoint: set OPENAI_API_KEY to use OpenAI, or point OPENAI_BASE_URL at an "
+            "OpenAI-compatible server such as vLLM, Ollama or llama.cpp", setting="base_url",
+            hint="or point {base_url} at it", kind="unavailable")
     if url and not re.match(r"^https?://", url, re.I):
-        raise AWTError(f"--base-url / OPENAI_BASE_URL must start with http:// or https://, got {url!r}")
+        raise AWTError(f"the LLM endpoint must start with http:// or https://, got {url!r}", setting="base_url")
     return Endpoint(base_url=url or DEFAULT_BASE_URL, api_key=key or NO_KEY_PLACEHOLDER)
 
 
@@ -303,7 +303,7 @@ def _fatal_message(status: int, model: str, endpoint: Endpoint, reason: str) -> 
     elif status == 403:
         hint = "the key has no access to this model or endpoint"
     elif status == 404:
-        hint = f"check --llm ({model!r}) and --base-url (requests go to {where}, path /chat/completions)"
+        hint = f"check the model name ({model!r}) and the endpoint (requests go to {where}, path /chat/completions)"
     else:
-        hint = "the request was rejected; check --llm and the endpoint"
+        hint = "the request was rejected; check the model name and the endpoint"
     return f"the LLM endpoint {where} refused the request with {reason}: {hint}"

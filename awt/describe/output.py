@@ -1,6 +1,7 @@
-"""The description cache of a run: resumable, written atomically, held under an exclusive lock.
+"""The output of a describe run: a descriptions file with its provenance (the LLM, the endpoint,
+the questions, when), resumable, written atomically, held under an exclusive lock.
 
-The cache file is rewritten atomically each time a class finishes, so a killed run loses only the
+The file is rewritten atomically each time a class finishes, so a killed run loses only the
 classes in flight, and a rerun asks only for unfinished classes. An exclusive lock (``OUT.lock``,
 via ``flock``) keeps a second run off the same file: it fails at once with a clear message instead
 of waiting. The lock file is left in place on purpose (removing it could let two runs lock
@@ -10,6 +11,7 @@ different files).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -18,9 +20,11 @@ from typing import Any
 
 import awt
 from awt.describe.clean import check_question
-from awt.describe.generate import DescribeSettings, Log
+from awt.describe.generate import DescribeSettings
 from awt.descriptions import DescriptionSet, load_descriptions, save_descriptions
 from awt.errors import AWTError
+
+_log = logging.getLogger("awt.describe")
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -38,7 +42,7 @@ def exclusive_lock(out: Path) -> Iterator[Path]:
         if not _try_lock(fd):
             raise AWTError(
                 f"another `awt describe` is writing {out} (lock {lock_path} is held); "
-                "wait for it to finish, then rerun to resume, or choose another --out"
+                "wait for it to finish, then rerun to resume", setting="out", hint="or choose another {out}"
             )
         yield lock_path
     finally:
@@ -63,8 +67,8 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
-class Cache:
-    """The run's view of the cache file; only the main thread touches it."""
+class DescribeOutput:
+    """The run's view of its output file; only the main thread touches it."""
 
     def __init__(self, path: Path, names: list[str], descriptions: list[list[str]], meta: dict[str, Any]) -> None:
         self.path = path
@@ -81,7 +85,7 @@ class Cache:
         save_descriptions(self.path, self.names, self.descriptions, self.meta)
 
 
-def open_cache(settings: DescribeSettings, names: list[str], user_questions: list[str] | None, log: Log) -> Cache:
+def open_output(settings: DescribeSettings, names: list[str], user_questions: list[str] | None) -> DescribeOutput:
     out = settings.out
     meta_now = {
         "per_class": settings.per_class,
@@ -98,15 +102,17 @@ def open_cache(settings: DescribeSettings, names: list[str], user_questions: lis
             "complete": False,
             **meta_now,
         }
-        return Cache(out, names, [[] for _ in names], meta)
+        return DescribeOutput(out, names, [[] for _ in names], meta)
     existing: DescriptionSet = load_descriptions(out)
-    if not existing.is_cache:
-        raise AWTError(f"{out} exists and is not an `awt describe` cache file; refusing to overwrite it (choose another --out)")
+    if not existing.has_provenance:
+        raise AWTError(f"{out} exists and is not an `awt describe` output file; refusing to overwrite it",
+                       setting="out", hint="choose another {out}")
     if existing.names != names:
         diff = next((i for i, (a, b) in enumerate(zip(existing.names, names)) if a != b), min(len(names), len(existing.names)))
         raise AWTError(
             f"{out} was started for a different class list ({len(existing.names)} classes there, {len(names)} in "
-            f"{settings.classes}; first difference at class {diff}); delete it or choose another --out"
+            f"{settings.classes}; first difference at class {diff})", setting="out",
+            hint="delete it or choose another {out}"
         )
     meta = dict(existing.meta)
     saved_q = meta.get("questions") or []
@@ -114,17 +120,17 @@ def open_cache(settings: DescribeSettings, names: list[str], user_questions: lis
         raise AWTError(f"{out}: 'meta.questions' is not a list of questions with {{}}; delete the file to start over")
     if user_questions and saved_q and user_questions != saved_q:
         raise AWTError(
-            f"{out} was started with different questions than {settings.questions}; "
-            "rerun without --questions to reuse the saved ones, or delete the file to start over"
+            f"{out} was started with different questions than {settings.questions}", setting="questions",
+            hint="rerun without {questions} to reuse the saved ones, or delete the file to start over"
         )
     if not saved_q and user_questions:
         meta["questions"], meta["questions_source"] = user_questions, "file"
     if settings.dataset_description and meta.get("dataset_description") not in ("", None, settings.dataset_description):
-        log(f"note: {out} keeps its saved dataset description; the questions were made from it")
+        _log.info(f"note: {out} keeps its saved dataset description; the questions were made from it")
     elif settings.dataset_description:
         meta["dataset_description"] = settings.dataset_description
     if meta.get("llm") not in (None, settings.llm):
-        log(f"note: {out} was started with --llm {meta.get('llm')}; continuing with {settings.llm}")
+        _log.info(f"note: {out} was started with the LLM {meta.get('llm')}; continuing with {settings.llm}")
     meta["llm"] = settings.llm
     meta.update(meta_now)
-    return Cache(out, names, [list(d) for d in existing.descriptions], meta)
+    return DescribeOutput(out, names, [list(d) for d in existing.descriptions], meta)

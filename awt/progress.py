@@ -1,0 +1,28 @@
+"""Progress bars: the one helper every long stage uses.
+
+The library never decides to draw: a front end turns bars on (:func:`show_progress`), and even then
+they are drawn only on a terminal, so a log file never fills with carriage returns. Bars go to stderr,
+leaving stdout to results.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_shown = False
+
+
+def show_progress(on: bool = True) -> None:
+    """Draw progress bars from now on (``on=False``: stop); the command line turns them on."""
+    global _shown
+    _shown = on
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "it", **options):
+    """A tqdm bar on stderr, disabled unless bars are shown and stderr is a terminal; use it as a
+    context manager, or call ``update``/``close``. ``options`` go to tqdm (``mininterval``, ...)."""
+    from tqdm.auto import tqdm
+
+    drawn = _shown and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
+                disable=not drawn, **options)
