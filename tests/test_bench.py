@@ -23,8 +23,8 @@ from awt.bench.datasets import (
     read_dataset,
     read_image_folder,
     read_labels_csv,
-    stratified_subset,
 )
+from awt.bench.prepare import stratified_subset
 from awt.backbone_open_clip import OpenCLIPBackbone
 from awt.bench.config import load_config
 from awt.bench.features import compute_features, is_out_of_memory

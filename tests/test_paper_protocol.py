@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from awt.bench.datasets import clean_classname, read_class_names, read_dataset
+from awt.bench.datasets import clean_classname, read_dataset
+from awt.classes import read_class_file
 from awt.bench.layouts import LAYOUTS
 from awt.errors import AWTError
 
@@ -117,7 +118,7 @@ def test_coop_yaml_is_paper_yaml_with_coop_templates():
 def test_class_files():
     for key, n in PAPER_DATASETS.items():
         path = REPO / CATALOG[key]["classes"]
-        names = read_class_names(path)
+        names = read_class_file(path)
         assert len(names) == n, key
         for name in names:
             assert name == name.strip() and name and "\t" not in name, (key, name)
@@ -140,8 +141,8 @@ def test_class_files():
     v2 = _pairs(CLASSNAMES / "imagenetv2.tsv")
     assert [f for f, _ in v2] == sorted(map(str, range(1000)))        # ImageFolder's string order
     assert all(names[int(f)] == n for f, n in v2)
-    assert read_class_names(CLASSNAMES / "eurosat.txt")[:3] == ["annual crop land", "forest", "brushland or shrubland"]
-    assert read_class_names(CLASSNAMES / "caltech101.txt")[:3] == ["face", "leopard", "motorbike"]
+    assert read_class_file(CLASSNAMES / "eurosat.txt")[:3] == ["annual crop land", "forest", "brushland or shrubland"]
+    assert read_class_file(CLASSNAMES / "caltech101.txt")[:3] == ["face", "leopard", "motorbike"]
 
 
 # -- the authors' description files (../shared) ------------------------------------------------------
@@ -156,7 +157,7 @@ def _authors_file(shared_dir: Path, key: str) -> Path:
 @pytest.mark.parametrize("key", [k for k in PAPER_DATASETS if CATALOG[k]["file"] not in ("imagenet.json", "imagenet_sketch.json")])
 def test_class_lists_are_the_keys_of_the_authors_files(shared_dir, key):
     data = json.loads(_authors_file(shared_dir, key).read_text(encoding="utf-8"))
-    assert list(data) == read_class_names(REPO / CATALOG[key]["classes"])
+    assert list(data) == read_class_file(REPO / CATALOG[key]["classes"])
 
 
 def test_imagenet_names_are_clips_cleaned_names(shared_dir):
@@ -173,7 +174,7 @@ def _our_prompts(key: str, descriptions_file: Path, m: int = 50) -> tuple[list[s
     from awt.descriptions import load_descriptions
     from awt.prompt_sets import build_prompts
 
-    names = read_class_names(REPO / CATALOG[key]["classes"])
+    names = read_class_file(REPO / CATALOG[key]["classes"])
     aligned = load_descriptions(descriptions_file).for_classes(names)
     prompts = build_prompts([clean_classname(n) for n in names], _entries(PAPER)[key]["template"], aligned, per_class=m)
     return names, prompts
@@ -223,7 +224,7 @@ def test_prompt_joining_examples():
 def test_duplicate_imagenet_names_share_a_name_keyed_file(tmp_path):
     from awt.descriptions import load_descriptions
 
-    names = read_class_names(CLASSNAMES / "imagenet.tsv")
+    names = read_class_file(CLASSNAMES / "imagenet.tsv")
     doc = {n: [f"{n} number {i}." for i in range(3)] for n in names}   # a dict: one 'missile' key
     assert len(doc) == 998
     path = tmp_path / "imagenet.json"
@@ -282,7 +283,7 @@ def build_miniature(root: Path, descriptions: Path, per_class: int = 1) -> None:
                 _write(tree / sub / file, jpeg)
             (tree.parent / "README.txt").write_text("not an image folder\n")
         elif layout.format == "fgvc-aircraft":
-            variants = read_class_names(REPO / CATALOG[key]["classes"])
+            variants = read_class_file(REPO / CATALOG[key]["classes"])
             (folder / "images").mkdir(parents=True)
             (folder / "variants.txt").write_text("\n".join(variants) + "\n")
             lines = []
@@ -293,7 +294,7 @@ def build_miniature(root: Path, descriptions: Path, per_class: int = 1) -> None:
             for part in ("train", "val", "test"):
                 (folder / f"images_variant_{part}.txt").write_text("\n".join(lines) + "\n")
         else:
-            names = read_class_names(REPO / CATALOG[key]["classes"])
+            names = read_class_file(REPO / CATALOG[key]["classes"])
             images = folder / layout.images if layout.images else folder
             test = []
             for label, name in enumerate(names):
@@ -306,7 +307,7 @@ def build_miniature(root: Path, descriptions: Path, per_class: int = 1) -> None:
     for key, entry in CATALOG.items():
         if entry.get("shares"):
             continue                     # ImageNet-A and -V2 read ImageNet's file
-        names = read_class_names(REPO / entry["classes"])
+        names = read_class_file(REPO / entry["classes"])
         doc = {n: [f"A {n} seen in a test image, view {j}." for j in range(2)] for n in names}
         (descriptions / entry["file"]).write_text(json.dumps(doc))
 
@@ -373,10 +374,10 @@ def test_the_readers_on_the_miniature(miniature):
         d = entries[key]
         ds = read_dataset(data / LAYOUTS[key].folder, d["format"], classnames=CONFIGS / d["classnames"])
         assert len(ds.classnames) == n and sorted(set(ds.labels)) == list(range(n)), key
-        assert ds.classnames == read_class_names(CONFIGS / d["classnames"]), key
+        assert ds.classnames == read_class_file(CONFIGS / d["classnames"]), key
     # ImageNet-V2: label i is folder sorted(str)[i]; its name is ImageNet's name of int(folder)
     v2 = read_dataset(data / "imagenetv2", "imagenet", classnames=CLASSNAMES / "imagenetv2.tsv")
-    imagenet = read_class_names(CLASSNAMES / "imagenet.tsv")
+    imagenet = read_class_file(CLASSNAMES / "imagenet.tsv")
     assert v2.extra["folders"][:4] == ["0", "1", "10", "100"]
     assert all(imagenet[int(f)] == v2.classnames[i] for i, f in enumerate(v2.extra["folders"]))
     # the path may also be the class-folder tree itself
@@ -435,7 +436,7 @@ def test_a_missing_file_or_folder_is_named_with_its_guide(miniature):
 def test_class_file_and_split_must_agree(miniature, tmp_path):
     data, _ = miniature
     short = tmp_path / "dtd.txt"
-    short.write_text("\n".join(read_class_names(CLASSNAMES / "dtd.txt")[:40]) + "\n")
+    short.write_text("\n".join(read_class_file(CLASSNAMES / "dtd.txt")[:40]) + "\n")
     with pytest.raises(AWTError, match="40 class names"):
         read_dataset(data / "dtd", "coop", classnames=short)
 

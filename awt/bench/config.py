@@ -22,7 +22,7 @@ from ..errors import AWTError
 from ..methods import method_names
 from ..prompt_sets import check_template
 from ..scoring import AWTConfig
-from .datasets import FORMATS
+from .datasets import formats
 from .layouts import explain_missing
 
 _INTERNAL = {"config": False}   # a field that is not a config key
@@ -297,8 +297,8 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         if not ds_path.exists():
             raise _fail(path, f"{where}.path", explain_missing(ds_path))
         fmt = d.get("format", "auto")
-        if fmt not in FORMATS:
-            raise _fail(path, f"{where}.format", f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+        if fmt not in formats():
+            raise _fail(path, f"{where}.format", f"unknown format {fmt!r} (choose from {', '.join(formats())})")
         template = _as_str(d.get("template", defaults.TEMPLATE), f"{where}.template", path)
         try:
             check_template(template)

@@ -46,16 +46,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
+from typing import Callable, Sequence
 
 from ..errors import AWTError
+from ..classes import read_class_file, read_keyed_class_file
 from ..files import read_lines
 from ..images import IMAGE_EXTENSIONS
 from .layouts import LAYOUTS, find_layout, guide_hint, known_folder
 
-FORMATS = ("auto", "csv", "coop", "imagefolder", "imagenet", "fgvc-aircraft")
 _CLASSNAME_COLUMNS = ("classname", "classname_clip", "class_name", "class")
 
 
@@ -152,23 +150,13 @@ def _missing_files(paths: Sequence[str]) -> list[str]:
     return [q for q in paths if not os.path.isfile(q)]
 
 
-def _read_name_file(path: Path) -> list[str]:
-    return [line for _, line in read_lines(path, "class names")]
-
-
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """The class names of a class file in label order: one name per line, or ``<folder> <name>`` lines
-    (tab-separated, as ``benchmarks/classnames/*.tsv``) of which the names are returned."""
-    p = Path(path)
-    lines = _read_name_file(p)
-    if p.suffix.lower() == ".tsv":
-        return [line.split("\t", 1)[1].strip() if "\t" in line else line for line in lines]
-    return lines
+def _lines(path: Path, what: str) -> list[str]:
+    return [line for _, line in read_lines(path, what)]
 
 
 def _named_classes(classnames: str | os.PathLike, found: list[str], where: str) -> list[str]:
     """Class names from a file, replacing the ``found`` ones (same count)."""
-    names = read_class_names(classnames)
+    names = read_class_file(classnames)
     if len(names) != len(found):
         raise AWTError(f"{classnames}: {len(names)} class names, but {where} has {len(found)} classes")
     return names
@@ -215,7 +203,7 @@ def read_coop_split(path: str | os.PathLike, image_dir: str | os.PathLike | None
     pairs = [(_int_label(e[1], str(p)), e[2]) for e in everything]
     if classnames is not None:
         # the class file gives the names (in label order); the split's labels must fall in it
-        names = read_class_names(classnames)
+        names = read_class_file(classnames)
         top = max(label for label, _ in pairs)
         distinct = len({label for label, _ in pairs})
         if min(label for label, _ in pairs) < 0 or top >= len(names) or (distinct == top + 1 and distinct != len(names)):
@@ -249,17 +237,6 @@ def read_coop_split(path: str | os.PathLike, image_dir: str | os.PathLike | None
                          str(p), "coop", {"image_dir": str(root), "part": part})
 
 
-def _folder_name_pairs(classnames: str | os.PathLike) -> list[tuple[str, str]]:
-    """``<folder> <name>`` lines (tab or first whitespace separated)."""
-    out = []
-    for line in _read_name_file(Path(classnames)):
-        parts = line.split("\t", 1) if "\t" in line else line.split(maxsplit=1)
-        if len(parts) != 2 or not parts[1].strip():
-            raise AWTError(f"{classnames}: expected '<folder> <class name>' lines, got {line!r}")
-        out.append((parts[0].strip(), parts[1].strip()))
-    return out
-
-
 def _class_folders(root: Path) -> list[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
@@ -278,9 +255,9 @@ def read_image_folder(root: str | os.PathLike, classnames: str | os.PathLike | N
         raise AWTError(f"{r}: no class subfolders")
     names = list(folders)
     if classnames is not None:
-        lines = _read_name_file(Path(classnames))
-        firsts = [line.split(maxsplit=1) for line in lines]
-        mapping = {parts[0]: parts[1].strip() for parts in firsts if len(parts) == 2}
+        lines = read_class_file(classnames)
+        split = (line.split("\t", 1) if "\t" in line else line.split(maxsplit=1) for line in _lines(classnames, "class"))
+        mapping = {parts[0]: parts[1].strip() for parts in split if len(parts) == 2}
         if all(f in mapping for f in folders):
             names = [mapping[f] for f in folders]
         elif len(lines) == len(folders):
@@ -312,7 +289,7 @@ def read_imagenet_family(path: str | os.PathLike, classnames: str | os.PathLike 
     if classnames is None:
         raise AWTError(f"{p}: format imagenet needs classnames: a '<folder> <class name>' file listing the "
                        "dataset's classes (benchmarks/classnames/imagenet*.tsv)")
-    pairs = _folder_name_pairs(classnames)
+    pairs = read_keyed_class_file(classnames)
     mapping: dict[str, str] = {}
     for folder, name in pairs:
         if folder in mapping:
@@ -358,10 +335,10 @@ def read_fgvc_aircraft(root: str | os.PathLike, part: str = "test",
     for f in (variants_file, list_file):
         if not f.is_file():
             raise AWTError(f"{f} not found (FGVC-Aircraft layout); {guide_hint(layout)}")
-    variants = _read_name_file(variants_file)
+    variants = _lines(variants_file, "class names")
     index = {v: i for i, v in enumerate(variants)}
     paths, labels = [], []
-    for line in _read_name_file(list_file):
+    for line in _lines(list_file, "image list"):
         image_id, _, variant = line.partition(" ")
         if variant.strip() not in index:
             raise AWTError(f"{list_file}: unknown variant {variant.strip()!r}")
@@ -375,75 +352,80 @@ def read_fgvc_aircraft(root: str | os.PathLike, part: str = "test",
     return LabeledImages(names, paths, labels, str(list_file), "fgvc-aircraft", {"part": part})
 
 
+# -- the reader registry ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a dataset entry of a config may say besides its path (each reader reads what it needs)."""
+
+    image_dir: str | os.PathLike | None = None
+    classnames: str | os.PathLike | None = None
+    classname_column: str | None = None
+    part: str = "test"
+
+
+@dataclass(frozen=True)
+class DatasetReader:
+    """A dataset layout: its ``format:`` name, its reader, and how ``auto`` recognises it (``detect``
+    a path, or None: only by name)."""
+
+    format: str
+    read: Callable[[Path, ReadOptions], LabeledImages]
+    detect: Callable[[Path], bool] | None = None
+
+
+READERS: dict[str, DatasetReader] = {}
+
+
+def register_reader(reader: DatasetReader) -> DatasetReader:
+    """Add a dataset layout; readers are tried in registration order by ``format: auto``."""
+    READERS[reader.format] = reader
+    return reader
+
+
+def formats() -> tuple[str, ...]:
+    """The ``format:`` values a config may give."""
+    return ("auto", *READERS)
+
+
+def _is_file_named(*suffixes: str) -> Callable[[Path], bool]:
+    return lambda p: p.is_file() and p.suffix.lower() in suffixes
+
+
+register_reader(DatasetReader("csv", lambda p, o: read_labels_csv(p, o.classname_column),
+                              lambda p: _is_file_named(".csv")(p) or (p.is_dir() and (p / "labels.csv").is_file())))
+register_reader(DatasetReader("coop", lambda p, o: read_coop_split(p, o.image_dir, o.part, o.classnames),
+                              lambda p: _is_file_named(".json")(p) or (p.is_dir() and (
+                                  any(p.glob("split_zhou_*.json")) or any(p.glob("split_*.json"))))))
+register_reader(DatasetReader("imagefolder", lambda p, o: read_image_folder(p, o.classnames)))
+register_reader(DatasetReader("imagenet", lambda p, o: read_imagenet_family(p, o.classnames)))
+register_reader(DatasetReader("fgvc-aircraft", lambda p, o: read_fgvc_aircraft(p, o.part, o.classnames),
+                              lambda p: p.is_dir() and (p / "variants.txt").is_file()
+                              and any(p.glob("images_variant_*.txt"))))
+
+
 def detect_format(path: Path) -> str:
+    """The layout of ``path``: the first reader that recognises it; a known dataset folder (the AWT
+    paper's) by its name, so that its own reader says what is missing; else ``imagefolder``."""
+    if path.is_file() or path.is_dir():
+        for reader in READERS.values():
+            if reader.detect is not None and reader.detect(path):
+                return reader.format
     if path.is_file():
-        if path.suffix.lower() == ".csv":
-            return "csv"
-        if path.suffix.lower() == ".json":
-            return "coop"
         raise AWTError(f"{path}: cannot tell the dataset format from the file name; set format")
     if not path.is_dir():
         raise AWTError(explain_missing(path))
-    if (path / "labels.csv").is_file():
-        return "csv"
-    if any(path.glob("split_zhou_*.json")) or any(path.glob("split_*.json")):
-        return "coop"
-    if (path / "variants.txt").is_file() and any(path.glob("images_variant_*.txt")):
-        return "fgvc-aircraft"
     layout = find_layout(path)
     if layout is not None and layout.format != "imagenet":
-        return layout.format     # a known split dataset without its split file: its reader says what is missing
+        return layout.format
     return "imagefolder"
 
 
 def read_dataset(path: str | os.PathLike, format: str = "auto", *, image_dir=None, classnames=None,
                  classname_column: str | None = None, part: str = "test") -> LabeledImages:
+    """The labelled images of a dataset in any registered layout (``auto``: :func:`detect_format`)."""
     p = Path(path)
     fmt = detect_format(p) if format == "auto" else format
-    if fmt == "csv":
-        return read_labels_csv(p, classname_column)
-    if fmt == "coop":
-        return read_coop_split(p, image_dir, part, classnames)
-    if fmt == "imagefolder":
-        return read_image_folder(p, classnames)
-    if fmt == "imagenet":
-        return read_imagenet_family(p, classnames)
-    if fmt == "fgvc-aircraft":
-        return read_fgvc_aircraft(p, part, classnames)
-    raise AWTError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
-
-
-# -- the image limit -------------------------------------------------------------------------------
-
-def stratified_subset(paths: Sequence[str], labels: Sequence[int], limit: int | None, seed: int = 0) -> list[int]:
-    """Positions of a deterministic, class-balanced sample of at most ``limit`` images.
-
-    Round robin over the classes: each round takes one not-yet-taken image of every class that has
-    one left, the classes in a seeded random order and each class's images in a seeded random order
-    of their sorted paths. So ``limit`` images cover ``min(limit, classes)`` classes, a larger limit
-    only adds images (the sample of a smaller limit is part of it), and the sample depends on the
-    file list and the seed alone -- not on the row order of the labels file. The positions are
-    returned sorted (label order), so the subset keeps the dataset's order.
-    """
-    n = len(paths)
-    if limit is None or limit >= n:
-        return list(range(n))
-    if limit <= 0:
-        return []
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {}
-    for i in sorted(range(n), key=lambda i: (labels[i], paths[i])):
-        by_class.setdefault(labels[i], []).append(i)
-    classes = sorted(by_class)
-    order = [classes[j] for j in rng.permutation(len(classes))]
-    queues = {c: [by_class[c][j] for j in rng.permutation(len(by_class[c]))] for c in classes}
-    picked: list[int] = []
-    depth = 0
-    while len(picked) < limit:
-        for c in order:
-            if depth < len(queues[c]):
-                picked.append(queues[c][depth])
-                if len(picked) == limit:
-                    break
-        depth += 1
-    return sorted(picked, key=lambda i: (labels[i], paths[i]))
+    if fmt not in READERS:
+        raise AWTError(f"unknown dataset format {format!r}; choose one of {', '.join(formats())}")
+    return READERS[fmt].read(p, ReadOptions(image_dir, classnames, classname_column, part))

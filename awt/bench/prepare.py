@@ -7,12 +7,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from ..classes import duplicate_names, warn_duplicates
 from ..errors import AWTError
 from ..files import atomic_write_text
 from .config import BackboneSpec, DatasetSpec, Settings
-from .datasets import LabeledImages, clean_classname, read_dataset, stratified_subset
+from .datasets import LabeledImages, clean_classname, read_dataset
 
 _DEFAULT_PREPROCESS = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
                        "interpolation": "bicubic", "resize_mode": "shortest"}
@@ -80,3 +83,37 @@ def load_backbone(spec: BackboneSpec, settings: Settings, cache_dir: Path, devic
 
     model = _write_inline_model(spec, cache_dir) if spec.model_cfg is not None else spec.model
     return create_backbone(model, spec.pretrained, device or settings.device, spec.precision)
+
+
+def stratified_subset(paths: Sequence[str], labels: Sequence[int], limit: int | None, seed: int = 0) -> list[int]:
+    """Positions of a deterministic, class-balanced sample of at most ``limit`` images.
+
+    Round robin over the classes: each round takes one not-yet-taken image of every class that has
+    one left, the classes in a seeded random order and each class's images in a seeded random order
+    of their sorted paths. So ``limit`` images cover ``min(limit, classes)`` classes, a larger limit
+    only adds images (the sample of a smaller limit is part of it), and the sample depends on the
+    file list and the seed alone -- not on the row order of the labels file. The positions are
+    returned sorted (label order), so the subset keeps the dataset's order.
+    """
+    n = len(paths)
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i in sorted(range(n), key=lambda i: (labels[i], paths[i])):
+        by_class.setdefault(labels[i], []).append(i)
+    classes = sorted(by_class)
+    order = [classes[j] for j in rng.permutation(len(classes))]
+    queues = {c: [by_class[c][j] for j in rng.permutation(len(by_class[c]))] for c in classes}
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < limit:
+        for c in order:
+            if depth < len(queues[c]):
+                picked.append(queues[c][depth])
+                if len(picked) == limit:
+                    break
+        depth += 1
+    return sorted(picked, key=lambda i: (labels[i], paths[i]))
