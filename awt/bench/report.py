@@ -150,6 +150,7 @@ def write_summary(output: Path, records: Sequence[dict], config: "BenchConfig | 
     groups = seed_groups(records)
     atomic_write_text(files["csv"], csv_text(records))
     text = markdown_text(records, config)
+    (output / "summary_seeds.csv").unlink(missing_ok=True)   # never one left from an earlier sweep
     if groups:
         files["seeds_csv"] = output / "summary_seeds.csv"
         atomic_write_text(files["seeds_csv"], seeds_csv_text(groups))
