@@ -20,7 +20,7 @@ _EXPORTS = {
     "Backbone": "backbone", "create_backbone": "backbone", "register_loader": "backbone",
     "resolve_device": "backbone",
     "AWTError": "errors", "DescriptionsError": "errors",
-    "encode_views": "views", "ViewFeatures": "views",
+    "encode_views": "views", "ViewFeatures": "views", "Decoding": "images",
     "build_prompts": "prompts", "encode_prompts": "prompts", "encode_classes": "prompts", "ClassPrompts": "prompts",
     "read_class_file": "classes",
     "AWTConfig": "scoring", "awt_scores": "scoring", "awt_scores_from_features": "scoring",

@@ -16,7 +16,7 @@ import torch
 from . import defaults, distributed
 from .backbone import Backbone, create_backbone
 from .errors import AWTError
-from .images import ImageInput
+from .images import Decoding, ImageInput
 from .methods import DESCRIPTIONS, get_method, score
 from .prompts import DEFAULT_DESCRIPTIONS, DEFAULT_TEMPLATE, ClassPrompts, default_cache_dir, encode_classes
 from .scoring import AWTConfig
@@ -63,12 +63,13 @@ class AWTClassifier:
         cache_dir: str | os.PathLike | None = "default",
         classes: ClassPrompts | None = None,
         progress: bool = False,
-        max_pixels: int | None = defaults.MAX_PIXELS,
+        decoding: Decoding = Decoding(),
     ):
         """``descriptions``: a :class:`~awt.descriptions.DescriptionSet`, ``{name: [sentences]}`` or
         one list per class. ``classes``, if given, are the class prompts already encoded (no prompts
         are built or encoded). ``progress``: a progress bar on stderr while the prompts are encoded.
-        ``max_pixels``: larger images are refused as possible decompression bombs (None: no limit).
+        ``decoding``: how image files are read (:class:`~awt.images.Decoding`: the pixel limit for
+        possible decompression bombs, EXIF orientation, reduced JPEG decoding, the views' source cap).
 
         The template and descriptions are encoded here; a method that reads another prompt set
         (WaffleCLIP's descriptors, CLIP's templates) has it encoded on its first use, once."""
@@ -78,7 +79,7 @@ class AWTClassifier:
         self.views = views
         self.seed = seed
         self.config = config
-        self.max_pixels = max_pixels
+        self.decoding = decoding
         self.template = template
         self._cache_dir = default_cache_dir() if cache_dir == "default" else cache_dir
         self._progress = progress
@@ -119,7 +120,7 @@ class AWTClassifier:
         """Encoded views of ``images``, batch by batch (:func:`awt.views.encode_views`); ``views``
         overrides the classifier's number of random views."""
         return encode_views(self.backbone, images, views=self.views if views is None else views, seed=self.seed,
-                            batch_size=batch_size, num_workers=num_workers, max_pixels=self.max_pixels)
+                            batch_size=batch_size, num_workers=num_workers, decoding=self.decoding)
 
     def classes_for(self, method: str = "awt") -> ClassPrompts:
         """The encoded prompt set ``method`` reads: the classifier's own (template and descriptions),

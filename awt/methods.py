@@ -52,6 +52,12 @@ class Method:
         if self.prompts not in PROMPT_SETS:
             raise ValueError(f"method {self.name!r}: prompts must be one of {', '.join(map(repr, PROMPT_SETS))}")
 
+    @property
+    def seeded(self) -> bool:
+        """Whether the seed changes this method's scores: it reads the random views (drawn from the
+        seed) or WaffleCLIP's descriptors (drawn from it too)."""
+        return self.random_views or self.prompts == WAFFLE
+
     def views_used(self, views: int) -> int:
         """Random views this method reads when ``views`` are encoded."""
         return views if self.random_views else 0

@@ -89,7 +89,7 @@ def classify(
     from .. import distributed
     from ..backbone import create_backbone
     from ..classifier import AWTClassifier
-    from ..images import find_images
+    from ..images import Decoding, find_images
 
     paths = find_images([str(p) for p in images])
     if not paths:
@@ -103,7 +103,7 @@ def classify(
                 backbone, names, template=template, descriptions=desc,
                 descriptions_per_class=descriptions_per_class if desc is not None else 0,
                 allow_fewer_descriptions=allow_fewer_descriptions, views=views, seed=seed, cache_dir=cache,
-                progress=ranks.main, max_pixels=max_pixels or None)
+                progress=ranks.main, decoding=Decoding(max_pixels=max_pixels or None))
 
         # rank 0 encodes the prompts into the cache, then the others read them from it
         clf = classifier() if ranks.main else None
