@@ -20,7 +20,7 @@ import torch
 from . import defaults
 from .defaults import PRECISIONS
 from .errors import AWTError
-from .images import ViewLoader
+from .images import Decoding, ViewLoader
 
 NO_WEIGHTS = {"", "none", "random"}
 
@@ -94,15 +94,15 @@ class Backbone(abc.ABC):
             return torch.autocast(self.device.type, dtype=dtype)
         return torch.autocast(self.device.type, enabled=False)
 
-    def view_loader(self, num_workers: int, max_pixels: int | None = defaults.MAX_PIXELS) -> ViewLoader:
-        """This backbone's image loader with ``num_workers`` worker processes (refusing images of more
-        than ``max_pixels``), started on first use and kept: every classifier and benchmark run on
-        this backbone shares it."""
-        key = (num_workers, max_pixels)
+    def view_loader(self, num_workers: int, decoding: Decoding = Decoding()) -> ViewLoader:
+        """This backbone's image loader with ``num_workers`` worker processes, reading files as
+        ``decoding`` says, started on first use and kept: every classifier and benchmark run on
+        this backbone with the same two shares it."""
+        key = (num_workers, decoding)
         if key not in self._view_loaders:
             self._view_loaders[key] = ViewLoader(
                 self.preprocess, 4 * max(self.image_size), num_workers, pin_memory=self.device.type == "cuda",
-                max_pixels=max_pixels)
+                decoding=decoding)
         return self._view_loaders[key]
 
 

@@ -102,7 +102,7 @@ class AWTClassifier:
         overrides the spec's number of random views."""
         return encode_views(self.backbone, images, views=self.spec.views if views is None else views,
                             seed=self.spec.seed, batch_size=batch_size, num_workers=num_workers,
-                            max_pixels=self.spec.max_pixels)
+                            decoding=self.spec.decoding)
 
     def classes_for(self, method: str | None = None) -> ClassPrompts:
         """The encoded prompt set ``method`` (default: the spec's) reads, encoded on first use."""

@@ -66,6 +66,17 @@ class DescriptionSet:
         """True when read from an ``awt describe`` file (which records how it was made)."""
         return bool(self.meta)
 
+    def last_wins(self) -> "DescriptionSet":
+        """The set as ``json.load`` reads a plain file: a name the file repeats keeps only its last
+        entry, so every class of that name takes it (an ``awt describe`` file, a list in class
+        order, is returned as it is)."""
+        if self.has_provenance:
+            return self
+        last = {name: i for i, name in enumerate(self.names)}
+        keep = sorted(last.values())
+        return DescriptionSet([self.names[i] for i in keep], [list(self.descriptions[i]) for i in keep],
+                              dict(self.meta), self.source)
+
     def for_classes(self, classnames: Sequence[str]) -> list[list[str]]:
         """Descriptions aligned with ``classnames``.
 

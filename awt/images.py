@@ -7,7 +7,7 @@ import os
 import stat
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
@@ -33,6 +33,35 @@ _WHITE = (255, 255, 255)
 
 class ImageError(AWTError):
     """An input image that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How files become the views' pixels: one hashable value, handed down to the loader workers;
+    it keys the loaders and the feature caches. The defaults suit users; ``exif_transpose``,
+    ``draft`` and ``source_cap`` all ``False`` read pixels as the AWT authors' loaders do
+    (``Image.open(path).convert("RGB")``, every random view cut from the full image).
+
+    max_pixels: refuse a file of more pixels (width x height as stored; ``None``: no limit).
+    exif_transpose: turn the image upright by its EXIF orientation tag.
+    draft: decode a large JPEG at 1/2, 1/4 or 1/8 size (see :func:`load_image`).
+    source_cap: shrink the random views' source to four input sizes (see :func:`cap_size`).
+    """
+
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    exif_transpose: bool = True
+    draft: bool = True
+    source_cap: bool = True
+
+    def key(self) -> str:
+        """The settings that differ from the defaults, as short stable text (``""`` for the
+        defaults, so that cache keys made before these settings existed stay valid)."""
+        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                        if getattr(self, f.name) != f.default)
+
+    def as_record(self) -> dict:
+        """Every setting, for a run record."""
+        return asdict(self)
 
 
 def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -80,7 +109,7 @@ def _reason(error: OSError) -> str:
 
 
 def load_image(source: ImageInput, min_short_side: int | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, exif_transpose: bool = True) -> Image.Image:
     """Decode an image upright (EXIF orientation), as RGB (see :func:`to_rgb`). Raises ImageError
     with the reason.
 
@@ -91,9 +120,10 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
             time and a sixteenth of the memory. ``None``: always decode at full size.
         max_pixels: refuse a file whose stored width x height exceeds this (a possible
             decompression bomb); ``None``: no limit. PIL's own limit does not apply.
+        exif_transpose: apply the EXIF orientation (``False``: the pixels as stored).
     """
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(source))
+        return to_rgb(ImageOps.exif_transpose(source) if exif_transpose else source)
     path = os.fspath(source)
     try:
         fp = open(path, "rb")
@@ -111,11 +141,11 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
     with fp:
         try:
             try:
-                return _decode(fp, path, min_short_side, max_pixels)
+                return _decode(fp, path, min_short_side, max_pixels, exif_transpose)
             except Image.DecompressionBombError:  # PIL refused it at open: max_pixels decides
                 fp.seek(0)
             with _pil_limit_off():
-                return _decode(fp, path, min_short_side, max_pixels)
+                return _decode(fp, path, min_short_side, max_pixels, exif_transpose)
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not an image (or an unsupported format)") from None
         except OSError as e:
@@ -128,7 +158,8 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
             raise ImageError(f"{path}: cannot decode: {str(e) or type(e).__name__}") from None
 
 
-def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None) -> Image.Image:
+def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None,
+            exif_transpose: bool = True) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
         with Image.open(fp) as im:
@@ -143,7 +174,8 @@ def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None) -
                         im.draft(im.mode, (w // s, h // s))
                         break
             im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright image
+            if exif_transpose:
+                ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright image
             return to_rgb(im)
 
 
@@ -247,22 +279,25 @@ class ViewSource(torch.utils.data.Dataset):
     so one set of worker processes serves any number of image lists.
     """
 
-    def __init__(self, preprocess: Callable, max_short_side: int, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    def __init__(self, preprocess: Callable, max_short_side: int, decoding: Decoding = Decoding()):
         self.preprocess = preprocess
         self.max_short_side = max_short_side
-        self.max_pixels = max_pixels
+        self.decoding = decoding
 
     def __getitem__(self, key: tuple[int, ImageInput, int, int]) -> ImageSample:
         index, item, n_random, seed = key
+        d = self.decoding
         try:
             # a large JPEG is decoded at reduced size, never below the size kept for the views
-            image = load_image(item, min_short_side=self.max_short_side, max_pixels=self.max_pixels)
+            image = load_image(item, min_short_side=self.max_short_side if d.draft else None,
+                               max_pixels=d.max_pixels, exif_transpose=d.exif_transpose)
         except ImageError as e:
             return ImageSample(index=index, error=str(e))
         view0 = self.preprocess(image)
         if n_random == 0:
             return ImageSample(index=index, view0=view0)
-        image = cap_size(image, self.max_short_side)
+        if d.source_cap:
+            image = cap_size(image, self.max_short_side)
         array = np.asarray(image)
         boxes, flips = sample_views(array.shape[0], array.shape[1], n_random, image_seed(array, seed))
         pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
@@ -317,19 +352,19 @@ class ViewLoader:
     """
 
     def __init__(self, preprocess: Callable, max_short_side: int, num_workers: int, pin_memory: bool,
-                 persistent: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 persistent: bool = True, decoding: Decoding = Decoding()):
         self.num_workers = num_workers
         self._requests = _Requests()
         self._busy = False
         self._args = (preprocess, max_short_side, num_workers, pin_memory)
-        self.max_pixels = max_pixels
+        self.decoding = decoding
         self._persistent = persistent and num_workers > 0
         self._loader = self._start()
 
     def _start(self) -> torch.utils.data.DataLoader:
         preprocess, max_short_side, num_workers, pin_memory = self._args
         return torch.utils.data.DataLoader(
-            ViewSource(preprocess, max_short_side, self.max_pixels), batch_sampler=self._requests,
+            ViewSource(preprocess, max_short_side, self.decoding), batch_sampler=self._requests,
             num_workers=num_workers, collate_fn=collate_views, pin_memory=pin_memory, persistent_workers=self._persistent,
             prefetch_factor=4 if num_workers else None, worker_init_fn=_quiet_lost_peers if num_workers else None,
         )
@@ -337,7 +372,7 @@ class ViewLoader:
     def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int) -> Iterator["HostBatch"]:
         """Host batches of ``items`` in order: (indices, errors, view 0, packed random views)."""
         if self._busy:  # a call still open (an unfinished generator): serve this one apart
-            apart = ViewLoader(*self._args, persistent=False, max_pixels=self.max_pixels)
+            apart = ViewLoader(*self._args, persistent=False, decoding=self.decoding)
             yield from apart(items, n_random, seed, batch_size)
             return
         keys = [(i, item, n_random, seed) for i, item in enumerate(items)]

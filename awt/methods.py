@@ -44,6 +44,12 @@ class Method:
             raise ValueError(f"method {self.name!r}: prompts must be a PromptSet (awt.prompt_sets), "
                              f"got {self.prompts!r}")
 
+    @property
+    def seeded(self) -> bool:
+        """Whether the seed changes this method's scores: it reads the random views (drawn from the
+        seed) or WaffleCLIP's descriptors (drawn from it too)."""
+        return self.random_views or self.prompts.key(0, True, 0) != self.prompts.key(0, True, 1)
+
     def views_used(self, views: int) -> int:
         """Random views this method reads when ``views`` are encoded."""
         return views if self.random_views else 0

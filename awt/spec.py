@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from . import defaults
 from .errors import AWTError
 from .files import check_cache_dir, default_cache_dir
+from .images import Decoding
 from .methods import get_method
 from .prompt_sets import PromptSet, check_descriptions, check_template
 from .scoring import AWTConfig
@@ -69,7 +70,7 @@ class ClassifierSpec:
     seed: int = defaults.SEED            # with each image's pixels, seeds its views
     awt: AWTConfig = AWTConfig()
     cache_dir: Path | None = field(default_factory=default_cache_dir)   # None: no prompt cache
-    max_pixels: int | None = defaults.MAX_PIXELS
+    decoding: Decoding = Decoding()      # how image files are read (awt.images.Decoding)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 -- frozen
@@ -130,6 +131,6 @@ class ClassifierSpec:
     def key(self) -> str:
         """A digest of every field that can change a result (a class set's identity in ``awt serve``)."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cache_dir"}
-        doc["awt"] = vars(self.awt)
+        doc["awt"], doc["decoding"] = vars(self.awt), self.decoding.as_record()
         text = json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False)
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()

@@ -11,7 +11,7 @@ import torch
 from . import defaults
 from .augment import cut_views
 from .backbone import Backbone
-from .images import ImageInput, to_device
+from .images import Decoding, ImageInput, to_device
 
 DEFAULT_VIEWS = defaults.VIEWS
 
@@ -39,7 +39,7 @@ def encode_views(
     seed: int = defaults.SEED,
     batch_size: int = defaults.BATCH_SIZE,
     num_workers: int | None = None,
-    max_pixels: int | None = defaults.MAX_PIXELS,
+    decoding: Decoding = Decoding(),
 ) -> Iterator[ViewFeatures]:
     """Encode view 0 and ``views`` random views of each image, in input order, batch by batch.
 
@@ -48,15 +48,16 @@ def encode_views(
     do not depend on the batch, the order or the other images. With workers, each decodes and packs
     a quarter batch, and quarters are encoded as they come (an encoder's throughput hardly depends
     on the batch size, and the device starts sooner); the first ones are smaller still (1, 2, 4, ...).
-    Images of more than ``max_pixels`` (width x height as stored; None: no limit) are refused as
-    possible decompression bombs; large JPEGs are decoded at a reduced size whatever the limit.
+    ``decoding`` says how files are read (:class:`~awt.images.Decoding`): by default images of more
+    than its ``max_pixels`` are refused as possible decompression bombs, images are turned upright by
+    their EXIF orientation, large JPEGs are decoded at a reduced size and the views' source is capped.
     """
     if views < 0:
         raise ValueError(f"views must be >= 0, got {views}")
     if num_workers is None:
         num_workers = default_workers(len(images), batch_size)
     loader_batch = max(1, batch_size // 4) if num_workers > 0 else batch_size
-    batches = backbone.view_loader(num_workers, max_pixels)(images, views, seed, loader_batch)
+    batches = backbone.view_loader(num_workers, decoding)(images, views, seed, loader_batch)
     for batch in to_device(batches, backbone.device):
         host = batch.host
         if not host.indices:

@@ -367,9 +367,10 @@ def test_max_pixels(jpeg_108mp, tmp_path, monkeypatch, photo):
     assert load_image(tmp_path / "photo.png", max_pixels=451 * 300).size == (451, 300)
     with pytest.raises(ImageError, match="451 x 300 pixels"):
         load_image(tmp_path / "photo.png", max_pixels=451 * 300 - 1)
-    from awt.images import ViewLoader
+    from awt.images import Decoding, ViewLoader
 
-    loader = ViewLoader(lambda im: torch.zeros(3, 4, 4), 64, num_workers=0, pin_memory=False, max_pixels=1000)
+    loader = ViewLoader(lambda im: torch.zeros(3, 4, 4), 64, num_workers=0, pin_memory=False,
+                        decoding=Decoding(max_pixels=1000))
     (batch,) = loader([str(tmp_path / "photo.png")], n_random=2, seed=0, batch_size=1)
     assert batch.errors == [(0, f"{tmp_path / 'photo.png'}: 451 x 300 pixels (0.1 MP) is more than the limit of 1,000 "
                                 "pixels (a possible decompression bomb; raise the limit with --max-pixels)")]

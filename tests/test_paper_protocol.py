@@ -328,7 +328,7 @@ def miniature_config(tmp_path: Path) -> Path:
     raw["methods"] = ["clip", "awt"]
     raw["backbones"] = [{"name": "tiny-random", **TINY}]
     raw["settings"].update({"views": 2, "descriptions_per_class": 1, "limit": 2, "batch_size": 8, "device": "cpu",
-                            "workers": 0, "shard_batches": 1})
+                            "precision": "fp32", "workers": 0, "shard_batches": 1})   # amp needs a GPU
     for d in raw["datasets"]:
         d["classnames"] = str((CONFIGS / d["classnames"]).resolve())   # the config moves to tmp_path
     path = tmp_path / "paper-miniature.yaml"
@@ -458,6 +458,12 @@ def test_paper_config_loads_and_needs_its_two_variables(tmp_path, monkeypatch):
         (desc / entry["file"]).write_text("{}")
     monkeypatch.setenv("AWT_DATA", str(data))
     monkeypatch.setenv("AWT_DESCRIPTIONS", str(desc))
+    import torch
+
+    if not torch.cuda.is_available():   # the authors' precision, amp, needs a GPU: said at once, naming the key
+        with pytest.raises(AWTError, match=r"paper\.yaml: settings\.precision: precision amp needs a GPU"):
+            load_config(PAPER)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # as on a GPU machine
     cfg = load_config(PAPER)
     assert [d.name for d in cfg.datasets] == list(_entries(PAPER))
     assert cfg.settings.views == [50] and cfg.settings.descriptions_per_class == [50]

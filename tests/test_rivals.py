@@ -390,6 +390,8 @@ def test_rivals_config_is_the_paper_protocol_with_every_method():
     rivals_cfg = yaml.safe_load((configs / "rivals.yaml").read_text())
     paper = yaml.safe_load((configs / "paper.yaml").read_text())
     assert rivals_cfg["datasets"] == paper["datasets"] and len(rivals_cfg["datasets"]) == 18
+    # the same settings, but for WaffleCLIP's seven draws (replicate_key_runs.sh: --reps=7)
+    assert rivals_cfg["settings"].pop("repeats") == {"waffle": 7}
     assert rivals_cfg["settings"] == paper["settings"] and rivals_cfg["backbones"] == paper["backbones"]
     assert rivals_cfg["methods"] == "all"
     assert load_config(configs / "smoke.yaml").methods == methods.method_names()

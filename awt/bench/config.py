@@ -19,13 +19,18 @@ from typing import Any, Sequence
 from .. import defaults
 from ..defaults import PRECISIONS
 from ..errors import AWTError
-from ..methods import method_names
+from ..images import Decoding
+from ..methods import get_method, method_names
 from ..prompt_sets import check_template
 from ..scoring import AWTConfig
 from .datasets import formats
 from .layouts import explain_missing
 
 _INTERNAL = {"config": False}   # a field that is not a config key
+# How classes take the entries of a name that a plain descriptions file repeats: "in_order", the k-th
+# class of that name takes the k-th entry; "last", every class of it takes the last entry, as
+# ``json.load`` (the AWT authors' reader) keeps it.
+REPEATED_NAMES = ("in_order", "last")
 _CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
@@ -60,6 +65,7 @@ class DatasetSpec:
     classnames: Path | None = None
     classname_column: str | None = None
     part: str = "test"
+    repeated_names: str = "in_order"   # a name the descriptions file repeats: see REPEATED_NAMES
     identity: dict = field(default_factory=dict, metadata=_INTERNAL)
 
 
@@ -78,7 +84,10 @@ class Settings:
     subset_seed: int = 0
     clean_names: bool = True
     allow_fewer_descriptions: bool = False
+    repeated_names: str = "in_order"
     awt: AWTConfig = AWTConfig()
+    decoding: Decoding = Decoding()  # how image files are read (awt.images.Decoding)
+    repeats: dict[str, int] = field(default_factory=dict)  # method -> seeds run from each seed
 
 
 @dataclass
@@ -214,6 +223,8 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
     except (TypeError, ValueError) as e:
         raise _fail(path, "settings.awt", str(e)) from None
     d = Settings()
+    decoding = _decoding(s.get("decoding"), path)
+    repeats = _repeats(s.get("repeats"), methods, path)
     settings = Settings(
         views=_as_int_list(s.get("views", d.views), "settings.views", path, 0),
         descriptions_per_class=_as_int_list(s.get("descriptions_per_class", d.descriptions_per_class),
@@ -231,12 +242,15 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         clean_names=_as_bool(s.get("clean_names", d.clean_names), "settings.clean_names", path),
         allow_fewer_descriptions=_as_bool(s.get("allow_fewer_descriptions", d.allow_fewer_descriptions),
                                           "settings.allow_fewer_descriptions", path),
+        repeated_names=_repeated_names(s.get("repeated_names", d.repeated_names), "settings.repeated_names", path),
         awt=awt_cfg,
+        decoding=decoding,
+        repeats=repeats,
     )
-    from ..backbone import resolve_device
+    from ..backbone import resolve_device, resolve_precision
 
     try:
-        resolve_device(settings.device)
+        device = resolve_device(settings.device)
     except AWTError as e:
         raise _fail(path, "settings.device", str(e)) from None
 
@@ -247,6 +261,11 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         if precision not in PRECISIONS:
             where = f"{key}.precision" if "precision" in b else "settings.precision"
             raise _fail(path, where, f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+        try:
+            resolve_precision(precision, device)
+        except AWTError as e:   # amp or fp16 on the CPU: said before any model loads
+            where = f"{key}.precision" if "precision" in b else "settings.precision"
+            raise _fail(path, where, f"{e} (device {settings.device})") from None
         if b.get("model_cfg") is not None:
             if b.get("model") is not None:
                 raise _fail(path, key, "give either model or model_cfg, not both")
@@ -327,6 +346,8 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
                                               f"{where}.allow_fewer_descriptions", path),
             image_dir=extra_paths.get("image_dir"), classnames=extra_paths.get("classnames"),
             classname_column=d.get("classname_column"), part=str(d.get("part", "test")),
+            repeated_names=_repeated_names(d.get("repeated_names", settings.repeated_names),
+                                           f"{where}.repeated_names", path),
         )
         spec.identity = {
             "path": d.get("path"), "format": fmt, "image_dir": d.get("image_dir"), "classnames": d.get("classnames"),
@@ -335,11 +356,49 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
             "limit": spec.limit, "subset_seed": spec.subset_seed, "clean_names": spec.clean_names,
             "allow_fewer_descriptions": spec.allow_fewer_descriptions,
         }
+        if spec.repeated_names != "in_order":   # only when not the default: older run keys stay valid
+            spec.identity["repeated_names"] = spec.repeated_names
         datasets.append(spec)
     _unique([d.name for d in datasets], "datasets", path)
     return BenchConfig(name=str(top.get("name") or path.stem), description=str(top.get("description") or ""),
                        data_root=data_root, descriptions_root=desc_root, methods=methods, settings=settings,
                        backbones=backbones, datasets=datasets, path=path, raw=raw)
+
+
+def _repeated_names(value: Any, key: str, path: Path) -> str:
+    if value not in REPEATED_NAMES:
+        raise _fail(path, key, f"must be one of {', '.join(REPEATED_NAMES)}, got {value!r}")
+    return value
+
+
+def _decoding(raw: Any, path: Path) -> Decoding:
+    """``settings.decoding``: the fields of :class:`~awt.images.Decoding`."""
+    given = _check_keys(raw, config_keys(Decoding), "settings.decoding", path)
+    values: dict[str, Any] = {}
+    for k, v in given.items():
+        key = f"settings.decoding.{k}"
+        values[k] = _as_int(v, key, path, 1, allow_none=True) if k == "max_pixels" else _as_bool(v, key, path)
+    return Decoding(**values)
+
+
+def _repeats(raw: Any, methods: list[str], path: Path) -> dict[str, int]:
+    """``settings.repeats``: ``{method: n}``, each listed method run over ``n`` seeds from each seed."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(path, "settings.repeats", f"must be a mapping of method to a number of seeds, e.g. "
+                                              f"{{waffle: 7}}; got {raw!r}")
+    out = {}
+    for m, n in raw.items():
+        key = f"settings.repeats.{m}"
+        if m not in method_names():
+            raise _fail(path, key, f"unknown method {m!r} (choose from {', '.join(method_names())})")
+        if m not in methods:
+            raise _fail(path, key, f"{m!r} is not one of the config's methods")
+        out[m] = _as_int(n, key, path, 1)
+        if not get_method(m).seeded:
+            raise _fail(path, key, f"{m!r} does not depend on the seed: its {n} runs would be equal")
+    return out
 
 
 def _unique(names: list[str], key: str, path: Path) -> None:

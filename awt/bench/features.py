@@ -9,7 +9,9 @@ adding a method costs no image encoding. Layout, under ``<cache>/features/``::
     <key>.json        what it is (backbone, views, seed, images), for people
     <key>.parts/      while encoding: part-NNNNN.pt, one per ``shard_batches`` loader batches
 
-``key`` digests the backbone's weight fingerprint, the image paths, the views and the seed. Every
+``key`` digests the backbone's weight fingerprint, the image paths, the views, the seed and how the
+files are decoded (:class:`~awt.images.Decoding`, when not the default): features of pixels read
+differently never share an entry. Every
 file is written atomically (temp file + rename), so an interrupted run leaves whole parts behind,
 and the next run encodes only the images no part holds. A batch that runs out of accelerator memory
 is retried with half as many images (down to one), the pattern of timm's ``validate.py``.
@@ -31,6 +33,7 @@ import torch
 
 from ..errors import AWTError
 from ..files import atomic_torch_save, atomic_write_text
+from ..images import Decoding
 from ..views import encode_views
 
 FEATURES_VERSION = 1
@@ -43,8 +46,10 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-def feature_key(fingerprint: str, paths: Sequence[str], views: int, seed: int) -> str:
-    h = hashlib.blake2b(f"awt-features|{FEATURES_VERSION}|{fingerprint}|{views}|{seed}".encode(), digest_size=16)
+def feature_key(fingerprint: str, paths: Sequence[str], views: int, seed: int, decoding: Decoding = Decoding()) -> str:
+    decoded = f"|{decoding.key()}" if decoding.key() else ""   # the default adds nothing: older keys stay
+    h = hashlib.blake2b(f"awt-features|{FEATURES_VERSION}|{fingerprint}|{views}|{seed}{decoded}".encode(),
+                        digest_size=16)
     for p in paths:
         h.update(p.encode("utf-8", "surrogateescape") + b"\0")
     return h.hexdigest()
@@ -116,6 +121,7 @@ def compute_features(
     description: str = "features",
     meta: dict | None = None,
     log: Callable[[str], None] = logging.getLogger("awt.bench").info,
+    decoding: Decoding = Decoding(),
 ) -> FeatureSet:
     """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts).
 
@@ -130,7 +136,7 @@ def compute_features(
     me = distributed.ranks()
     n = len(paths)
     root = Path(cache_dir) / "features"
-    key = feature_key(backbone.fingerprint, paths, views, seed)
+    key = feature_key(backbone.fingerprint, paths, views, seed, decoding)
     final, parts_dir = root / f"{key}.pt", root / f"{key}.parts"
 
     data = _load_finished(final, n, views) if me.main and final.is_file() else None
@@ -182,7 +188,7 @@ def compute_features(
             try:
                 batches = 0
                 stream = encode_views(backbone, [paths[i] for i in todo], views=views, seed=seed, batch_size=batch,
-                                      num_workers=workers)
+                                      num_workers=workers, decoding=decoding)
                 try:
                     for fb in stream:
                         positions = [todo[i] for i in fb.indices]
@@ -238,7 +244,8 @@ def compute_features(
     seconds = float(sum(float(p.get("seconds", 0.0)) for p in parts))
     atomic_torch_save({"features": features, "valid": valid, "errors": [[i, r] for i, r in sorted(errors.items())],
                        "encode_seconds": seconds, "views": views, "seed": seed, "version": FEATURES_VERSION}, final)
-    info = dict(meta or {}, key=key, images=n, views=views, seed=seed, dim=dim, unreadable=len(errors),
+    info = dict(meta or {}, key=key, images=n, views=views, seed=seed, decoding=decoding.as_record(), dim=dim,
+                unreadable=len(errors),
                 encode_seconds=round(seconds, 3), fingerprint=backbone.fingerprint)
     _atomic_write_json(root / f"{key}.json", info)
     for f in parts_dir.glob("part-*.pt"):

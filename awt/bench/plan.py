@@ -1,6 +1,8 @@
 """Run planning: every distinct run of a config, with the settings the method really uses.
 
-A run is one (backbone, dataset, method, views, descriptions per class, seed). Runs record their
+A run is one (backbone, dataset, method, views, descriptions per class, seed); a method listed in
+``settings.repeats`` runs over that many consecutive seeds from each configured seed (WaffleCLIP's
+seven draws). Runs record their
 *effective* settings, from the method registry: a method that reads view 0 alone says ``views: 0``;
 one that reads the template alone or CLIP's templates, or a dataset without descriptions, says
 ``descriptions_per_class: 0``; WaffleCLIP says ``descriptions_per_class: 30``, its random
@@ -46,6 +48,13 @@ def effective_settings(method: str, views: int, per_class: int, has_descriptions
     return m.views_used(views), m.prompts.used(per_class, has_descriptions)
 
 
+def method_seeds(method: str, settings: Settings) -> list[int]:
+    """The seeds ``method`` runs with: each configured seed, followed, for a method repeated ``n``
+    times (``settings.repeats``), by the ``n - 1`` seeds after it."""
+    n = settings.repeats.get(method, 1)
+    return list(dict.fromkeys(seed + i for seed in settings.seed for i in range(n)))
+
+
 def plan_runs(config: BenchConfig) -> list[Run]:
     """Every distinct run of the config, ordered backbone, dataset, method, views, M, seed."""
     runs: dict[tuple, Run] = {}
@@ -55,7 +64,7 @@ def plan_runs(config: BenchConfig) -> list[Run]:
             for method in config.methods:
                 for views in s.views:
                     for per_class in s.descriptions_per_class:
-                        for seed in s.seed:
+                        for seed in method_seeds(method, s):
                             v, m = effective_settings(method, views, per_class, ds.descriptions is not None)
                             ident = (bb.name, ds.name, method, v, m, seed)
                             if ident not in runs:
@@ -80,4 +89,6 @@ def run_key(run: Run, settings: Settings) -> str:
     ident = {"version": RUN_VERSION, "backbone": backbone, "dataset": run.dataset.identity,
              "method": run.method, "views": run.views, "descriptions_per_class": run.descriptions_per_class,
              "seed": run.seed, "awt": awt}
+    if settings.decoding.key():   # only when not the default: keys made before it existed stay valid
+        ident["decoding"] = settings.decoding.key()
     return hashlib.blake2b(json.dumps(ident, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()

@@ -49,7 +49,10 @@ def prepare_dataset(spec: DatasetSpec, per_class_needed: int, config_path: Path)
     if spec.descriptions is not None:
         from ..descriptions import load_descriptions
 
-        aligned = load_descriptions(spec.descriptions).for_classes(full.classnames)
+        described = load_descriptions(spec.descriptions)
+        if spec.repeated_names == "last":   # as json.load reads a file that repeats a name
+            described = described.last_wins()
+        aligned = described.for_classes(full.classnames)
         if per_class_needed and not spec.allow_fewer_descriptions:
             short = [(n, len(d)) for n, d in zip(full.classnames, aligned) if len(d) < per_class_needed]
             if short:

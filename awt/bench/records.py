@@ -34,6 +34,8 @@ def versions() -> dict[str, str]:
 
 
 def device_info(backbone: "Backbone") -> dict[str, str]:
+    """Where a run ran: the device, its name, and the precision as resolved (``auto`` is fp16 on a
+    GPU and fp32 on the CPU; the config's own word is in the record's ``config.backbone``)."""
     dev = backbone.device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     return {"device": str(dev), "device_name": name, "precision": backbone.precision}
@@ -74,7 +76,7 @@ def make_record(run: "Run", ds: "PreparedDataset", fs: "FeatureSet", backbone: "
         "wall_time_s": round(wall, 4), "images_per_s": round(images / wall, 3) if wall > 0 else None,
         "encode_time_s": round(encode_time, 4), "encode_time_estimated": share < 1,
         "score_time_s": round(score_time, 4), "text_time_s": round(text_time, 4),
-        "feature_source": source,
+        "feature_source": source, "decoding": settings.decoding.as_record(),
         "features": {"file": str(fs.path), "source": fs.source, "views_encoded": fs.views, "views_used": views_used,
                      "seed": fs.seed, "encode_seconds": round(fs.encode_seconds, 4), "encoded_now": fs.encoded},
         **device,
@@ -90,9 +92,10 @@ def make_record(run: "Run", ds: "PreparedDataset", fs: "FeatureSet", backbone: "
                         "template": ds.spec.template,
                         "descriptions": str(ds.spec.descriptions) if ds.spec.descriptions else None,
                         "limit": ds.spec.limit, "subset_seed": ds.spec.subset_seed, "clean_names": ds.spec.clean_names,
-                        "allow_fewer_descriptions": ds.spec.allow_fewer_descriptions, "part": ds.spec.part},
+                        "allow_fewer_descriptions": ds.spec.allow_fewer_descriptions, "part": ds.spec.part,
+                        "repeated_names": ds.spec.repeated_names},
             "method": run.method, "views": run.views, "descriptions_per_class": run.descriptions_per_class,
             "seed": run.seed, "batch_size": settings.batch_size, "device": settings.device,
-            "workers": settings.workers, "awt": vars(settings.awt),
+            "workers": settings.workers, "awt": vars(settings.awt), "decoding": settings.decoding.as_record(),
         },
     }

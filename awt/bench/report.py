@@ -1,4 +1,6 @@
-"""The sweep's summary: ``summary.csv`` and ``summary.md`` (one row per run) and ``summary.png``."""
+"""The sweep's summary: ``summary.csv`` and ``summary.md`` (one row per run) and ``summary.png``; for
+runs repeated over seeds, their mean and standard deviation (``summary_seeds.csv``, a section of
+``summary.md``, one ``..._seeds.json`` beside their run records, error bars in the plot)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..files import atomic_write, atomic_write_text
+from .records import write_record
 
 if TYPE_CHECKING:
     from .config import BenchConfig
@@ -21,6 +24,11 @@ log = logging.getLogger(__name__)
 COLUMNS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "seed", "images",
            "top1", "top5", "mean_per_class_recall", "wall_time_s", "images_per_s")
 EXTRA_COLUMNS = ("classes", "encode_time_s", "score_time_s", "feature_source", "device", "precision")
+METRICS = ("top1", "top5", "mean_per_class_recall")
+_GROUP = ("backbone", "dataset", "method", "views", "descriptions_per_class")   # runs that differ by seed alone
+SEED_COLUMNS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "runs", "seeds",
+                *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
+SEEDS_FORMAT = "awt-bench-seeds"
 _HEADERS = {"descriptions_per_class": "M", "mean_per_class_recall": "mean recall", "wall_time_s": "wall s",
             "images_per_s": "img/s", "views": "N", "top1": "top-1", "top5": "top-5"}
 
@@ -81,12 +89,78 @@ def markdown_text(records: Sequence[dict], config: "BenchConfig | None" = None) 
     return "\n".join(lines)
 
 
+def seed_groups(records: Sequence[dict]) -> list[dict]:
+    """One row per (backbone, dataset, method, N, M) run over several seeds (a method repeated with
+    ``settings.repeats``, or a swept seed): its seeds, and each metric's mean and standard deviation
+    over them (population, ``ddof = 0``, as WaffleCLIP's ``np.std`` reports it), in plan order."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[tuple(r.get(c) for c in _GROUP)].append(r)
+    rows = []
+    for runs in groups.values():
+        if len(runs) < 2:
+            continue
+        row = {c: runs[0].get(c) for c in ("backbone", "pretrained", *_GROUP[1:])}
+        row["runs"], row["seeds"] = len(runs), " ".join(str(r.get("seed")) for r in runs)
+        for m in METRICS:
+            values = [float(r[m]) for r in runs]
+            mean = _mean(values)
+            row[f"{m}_mean"] = round(mean, 4)
+            row[f"{m}_std"] = round(math.sqrt(_mean([(v - mean) ** 2 for v in values])), 4)
+        row["_records"] = runs
+        rows.append(row)
+    return rows
+
+
+def seeds_csv_text(groups: Sequence[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(SEED_COLUMNS), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in groups:
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def seeds_markdown(groups: Sequence[dict]) -> str:
+    head = "| backbone | dataset | method | N | M | runs | top-1 | top-5 | mean recall |"
+    rule = "|---|---|---|---:|---:|---:|---:|---:|---:|"
+    body = [f"| {g['backbone']} | {g['dataset']} | {g['method']} | {g['views']} | {g['descriptions_per_class']} | "
+            f"{g['runs']} | " + " | ".join(f"{g[m + '_mean']:.2f} ± {g[m + '_std']:.2f}" for m in METRICS) + " |"
+            for g in groups]
+    return "\n".join([head, rule, *body])
+
+
+def _seeds_record(group: dict) -> dict:
+    runs = group["_records"]
+    first = runs[0]
+    return {"format": SEEDS_FORMAT, "version": 1,
+            **{c: group[c] for c in SEED_COLUMNS if c != "seeds"}, "seeds": [r.get("seed") for r in runs],
+            "std": "population (ddof 0)",
+            "per_seed": [{"seed": r.get("seed"), "key": r.get("key"), **{m: r.get(m) for m in METRICS},
+                          "record": (f"{first['method']}_v{first['views']}_m{first['descriptions_per_class']}"
+                                     f"_s{r.get('seed')}.json")} for r in runs]}
+
+
 def write_summary(output: Path, records: Sequence[dict], config: "BenchConfig | None" = None) -> dict[str, Path]:
-    """Write ``summary.csv``, ``summary.md`` and (with matplotlib) ``summary.png`` into ``output``."""
+    """Write ``summary.csv``, ``summary.md`` and (with matplotlib) ``summary.png`` into ``output``;
+    with runs over several seeds, also ``summary_seeds.csv`` and a ``<method>_v<N>_m<M>_seeds.json``
+    beside each group's run records."""
     output = Path(output)
     files = {"csv": output / "summary.csv", "md": output / "summary.md"}
+    groups = seed_groups(records)
     atomic_write_text(files["csv"], csv_text(records))
-    atomic_write_text(files["md"], markdown_text(records, config))
+    text = markdown_text(records, config)
+    (output / "summary_seeds.csv").unlink(missing_ok=True)   # never one left from an earlier sweep
+    if groups:
+        files["seeds_csv"] = output / "summary_seeds.csv"
+        atomic_write_text(files["seeds_csv"], seeds_csv_text(groups))
+        text += ("\n## Over seeds\n\nRuns that differ by their seed alone (a method repeated with "
+                 "`settings.repeats`, or swept seeds): mean ± standard deviation (population) over them.\n\n"
+                 + seeds_markdown(groups) + "\n")
+        for g in groups:
+            name = f"{g['method']}_v{g['views']}_m{g['descriptions_per_class']}_seeds.json"
+            write_record(output / "runs" / str(g["backbone"]) / str(g["dataset"]) / name, _seeds_record(g))
+    atomic_write_text(files["md"], text)
     png = output / "summary.png"
     try:
         if plot_summary(records, png, config):
@@ -162,7 +236,8 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
     backbones = list(dict.fromkeys(
         f"{r['backbone']}" + (" (random weights)" if str(r.get("pretrained", "")).lower() in ("none", "") else "")
         for r in records))
-    seeds = " (mean over seeds)" if config and len(config.settings.seed) > 1 else ""
+    over = {len(g["_records"]) for g in seed_groups(records)}
+    seeds = f" (mean ± std over {', '.join(map(str, sorted(over)))} seeds)" if over else ""
     ax.set_title(f"{', '.join(backbones)}: top-1 at N={views_list[0]}, M={m_list[0]}{seeds}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylim(bottom=0)

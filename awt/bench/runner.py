@@ -154,14 +154,17 @@ class Sweep:
             for name in _unique(r.dataset.name for r in runs):
                 ds = prepared[name]
                 classes: dict[tuple, tuple[ClassPrompts, float]] = {}
+                scored: set[Path] = set()             # feature sets already scored from (their files)
+                earlier: dict[int, FeatureSet] = {}   # an earlier seed's sets: view 0 is the same in all
                 for seed in _unique(r.seed for r in runs if r.dataset.name == name):
                     group = [r for r in runs if r.dataset.name == name and r.seed == seed]
+                    if any(get_method(r.method).random_views for r in group):
+                        earlier = {}                  # this seed encodes its own views: let the others go
                     sets: dict[int, FeatureSet] = {}
-                    used: set[int] = set()
                     for run in group:
-                        fs = self._features(run, group, sets, backbone, ds)
-                        first_use = fs.views not in used
-                        used.add(fs.views)
+                        fs = self._features(run, group, sets, backbone, ds, earlier)
+                        first_use = fs.path not in scored
+                        scored.add(fs.path)
                         if not self.ranks.main:
                             continue  # the other ranks encode; rank 0 scores
                         key = _prompt_set(run)
@@ -174,6 +177,7 @@ class Sweep:
                         self.log(f"done {run.label}: top-1 {record['top1']:.2f}  top-5 {record['top5']:.2f}  "
                                  f"recall {record['mean_per_class_recall']:.2f}  ({record['images']} images, "
                                  f"features {record['feature_source']}, scored in {record['score_time_s']:.2f} s)")
+                    earlier = sets or earlier
             del backbone
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -181,33 +185,39 @@ class Sweep:
     # -- one run ----------------------------------------------------------------------------------
 
     def _features(self, run: Run, group: list[Run], sets: dict[int, FeatureSet], backbone,
-                  ds: PreparedDataset) -> FeatureSet:
+                  ds: PreparedDataset, earlier: dict[int, FeatureSet]) -> FeatureSet:
         """The feature set ``run`` scores from, encoding it if neither memory nor disk holds it."""
+        seed = run.seed
         if get_method(run.method).random_views:
             views = run.views
         else:
-            # view 0 is the same in every set of this seed: take one in memory, else one that will be
-            # encoded anyway, else one on disk, else encode view 0 alone
+            # view 0 depends on neither the views nor the seed: take a set of this seed in memory, else
+            # one that will be encoded anyway, else an earlier seed's, else one on disk, else encode
+            # view 0 alone (a method repeated over seeds encodes nothing after its first seed)
             multi = [r.views for r in group if get_method(r.method).random_views]
             if sets:
                 views = next(iter(sets))
             elif multi:
                 views = multi[0]
+            elif earlier:
+                return next(iter(earlier.values()))
             else:
-                on_disk = [v for v in self.settings.views if (self.cache_dir / "features" / (
-                    feature_key(backbone.fingerprint, ds.images.paths, v, run.seed) + ".pt")).is_file()]
-                views = distributed.broadcast(on_disk[0] if on_disk else 0)  # rank 0's view of the disk
+                seeds = _unique([seed, *self.settings.seed])
+                on_disk = [(v, s) for s in seeds for v in self.settings.views if (
+                    self.cache_dir / "features" / (feature_key(backbone.fingerprint, ds.images.paths, v, s,
+                                                               self.settings.decoding) + ".pt")).is_file()]
+                views, seed = distributed.broadcast(on_disk[0] if on_disk else (0, seed))  # rank 0's view of the disk
         if views not in sets:
-            sets[views] = self._encode(run, views, backbone, ds)
+            sets[views] = self._encode(run, views, seed, backbone, ds)
         return sets[views]
 
-    def _encode(self, run: Run, views: int, backbone, ds: PreparedDataset) -> FeatureSet:
-        what = f"features {run.backbone.name}/{run.dataset.name} views={views} seed={run.seed}"
+    def _encode(self, run: Run, views: int, seed: int, backbone, ds: PreparedDataset) -> FeatureSet:
+        what = f"features {run.backbone.name}/{run.dataset.name} views={views} seed={seed}"
         t = time.perf_counter()
         fs = compute_features(
-            backbone, ds.images.paths, views=views, seed=run.seed, cache_dir=self.cache_dir,
+            backbone, ds.images.paths, views=views, seed=seed, cache_dir=self.cache_dir,
             batch_size=self.batch_size, workers=self.settings.workers, shard_batches=self.settings.shard_batches,
-            progress=self.progress, description=what, log=self.log,
+            progress=self.progress, description=what, log=self.log, decoding=self.settings.decoding,
             meta={"backbone": run.backbone.name, "dataset": run.dataset.name, "model": backbone.name},
         )
         self.batch_size = fs.batch_size
@@ -218,7 +228,7 @@ class Sweep:
             self.log(f"{what}: {fs.source} -- encoded {fs.encoded} images x {views + 1} views in {took:.1f} s "
                      f"({fs.encoded / max(took, 1e-9):.1f} images/s) -> {fs.path}")
         self.feature_log.append({"backbone": run.backbone.name, "dataset": run.dataset.name, "views": views,
-                                 "seed": run.seed, "source": fs.source, "encoded": fs.encoded, "file": str(fs.path)})
+                                 "seed": seed, "source": fs.source, "encoded": fs.encoded, "file": str(fs.path)})
         return fs
 
     def _classes(self, run: Run, ds: PreparedDataset, backbone) -> tuple[ClassPrompts, float]:

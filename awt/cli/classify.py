@@ -67,12 +67,14 @@ def classify(
 ) -> None:
     """Classify images zero-shot among the classes in --classes."""
     from ..files import default_cache_dir
+    from ..images import Decoding
     from ..spec import ClassifierSpec
 
     spec = ClassifierSpec.from_files(
         classes, descriptions, descriptions_per_class=descriptions_per_class,
         allow_fewer_descriptions=allow_fewer_descriptions, template=template, method=method, views=views, seed=seed,
-        cache_dir=None if no_cache else (cache_dir or default_cache_dir()), max_pixels=max_pixels or None)
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+        decoding=Decoding(max_pixels=max_pixels or None))
 
     from .. import distributed
     from ..backbone import create_backbone
