@@ -10,10 +10,11 @@ the video's length. A stream without a frame count (mkv, webm) is counted from i
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import av
 import numpy as np
@@ -180,64 +181,115 @@ def probe_video(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
 def _to_rgb(frame: av.VideoFrame, size: int) -> torch.Tensor:
     """A decoded frame as (3, h, w) uint8, its shorter side scaled to ``size`` as the protocol does
     (bilinear, no antialiasing; rounded to 8 bits)."""
-    pixels = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-    h, w = scaled_size(pixels.shape[1], pixels.shape[2], size)
-    if (h, w) == tuple(pixels.shape[1:]):
-        return pixels.contiguous()
-    scaled = torch.nn.functional.interpolate(pixels[None].float(), size=(h, w), mode="bilinear", align_corners=False)
+    array = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+    h, w = scaled_size(array.shape[0], array.shape[1], size)
+    if (h, w) == tuple(array.shape[:2]):
+        return array.permute(2, 0, 1).contiguous()
+    pixels = array.float().permute(2, 0, 1)[None]  # channels last: a faster resize than a strided copy first
+    scaled = torch.nn.functional.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False)
     return scaled[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _indexed_clip(container, stream, window: tuple[int, int], positions: np.ndarray, size: int) -> list:
-    """One indexed clip: the frames stamped within ``window`` and the one after, of which those at
-    ``positions`` (clamped to the last) are kept, as (pixels, seconds)."""
-    start, end = window
-    container.seek(max(start - SEEK_MARGIN, 0), backward=True, any_frame=False, stream=stream)
-    wanted, kept, count, last = set(positions.tolist()), {}, 0, None
-    for frame in container.decode(stream):
-        if frame.pts is None:
+# Frames further ahead than this are reached by a seek; nearer ones by decoding on (a seek lands on
+# the keyframe before its target, often seconds earlier, so short gaps cost less to decode through).
+SEEK_GAP_SECONDS = 5.0
+
+
+def _frames(container, stream, next_needed) -> Iterator[av.VideoFrame]:
+    """Decoded frames in presentation order, from a seek to before ``next_needed()`` (a timestamp,
+    ``-inf`` to go on decoding, None when done), seeking ahead again over long gaps. A seek that
+    lands past its target is redone from the start of the stream."""
+    gap = SEEK_GAP_SECONDS / float(stream.time_base)
+    target, from_start = next_needed(), False
+    while target is not None:
+        sought, seek_to = target, 0 if from_start else max(int(target) - SEEK_MARGIN, 0)
+        container.seek(seek_to, backward=True, any_frame=False, stream=stream)
+        first, jumped = True, False
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                raise _Fallback
+            if first and frame.pts > target and seek_to > 0:
+                from_start = jumped = True  # the seek overshot: decode from the start instead
+                break
+            first = False
+            yield frame
+            target = next_needed()
+            if target is None:
+                return
+            if not from_start and target - frame.pts > gap and target != sought:  # never twice to one target
+                jumped = True
+                break
+        if not jumped:
+            return  # the end of the stream
+
+
+def _indexed_clips(container, stream, windows: list[tuple[int, int]], positions: np.ndarray, size: int) -> list:
+    """The clips of an indexed stream, in one forward pass: clip ``w`` takes the frames stamped
+    within ``windows[w]`` and the one after; of these, those at ``positions`` (clamped to the last)
+    are kept, as (pixels, seconds)."""
+    n = len(windows)
+    count, last, done, kept = [0] * n, [None] * n, [False] * n, [dict() for _ in range(n)]
+    wanted = set(positions.tolist())
+
+    def next_needed():
+        if all(done):
+            return None
+        w = done.index(False)
+        return -math.inf if count[w] else windows[w][0]   # windows open in order (their starts ascend)
+
+    for frame in _frames(container, stream, next_needed):
+        pixels = None
+        for w, (start, end) in enumerate(windows):
+            if done[w]:
+                continue
+            if frame.pts < start:
+                break
+            if count[w] in wanted:
+                pixels = _to_rgb(frame, size) if pixels is None else pixels
+                kept[w][count[w]] = (pixels, float(frame.time))
+            last[w], count[w] = frame, count[w] + 1
+            done[w] = frame.pts > end
+    clips = []
+    for w in range(n):
+        if count[w] == 0:
             raise _Fallback
-        if frame.pts < start:
-            continue
-        if count in wanted:
-            kept[count] = (_to_rgb(frame, size), float(frame.time))
-        last, count = frame, count + 1
-        if frame.pts > end:
-            break
-    if count == 0:
-        raise _Fallback
-    tail = kept.get(count - 1) or (_to_rgb(last, size), float(last.time))
-    return [kept[p] if p < count - 1 else tail for p in positions.tolist()]
+        tail = kept[w].get(count[w] - 1) or (_to_rgb(last[w], size), float(last[w].time))
+        clips += [kept[w][p] if p < count[w] - 1 else tail for p in positions.tolist()]
+    return clips
 
 
 def _counted_clips(path: str, container, stream, stamps: np.ndarray | None, indices: np.ndarray, size: int) -> list:
-    """The frames at ``indices`` (clips, frames) of a counted stream, found by their timestamps
-    (a seek per clip), or by decoding from the start when the packets carry none."""
+    """The frames at ``indices`` (clips, frames) of a counted stream, in one forward pass: found by
+    their timestamps, or by their position from the start when the packets carry none."""
+    wanted = sorted(set(indices.reshape(-1).tolist()))
     kept: dict[int, tuple[torch.Tensor, float]] = {}
-    groups = [row for row in indices] if stamps is not None else [indices.reshape(-1)]
-    for row in groups:
-        wanted = set(row.tolist()) - set(kept)
-        if not wanted:
-            continue
-        if stamps is not None:
-            by_pts = {int(stamps[i]): i for i in wanted}
-            container.seek(max(min(by_pts) - SEEK_MARGIN, 0), backward=True, any_frame=False, stream=stream)
-            for frame in container.decode(stream):
-                if frame.pts in by_pts:
-                    kept[by_pts[frame.pts]] = (_to_rgb(frame, size), float(frame.time))
-                if frame.pts is None or frame.pts >= max(by_pts):
-                    break
-        if stamps is None or not wanted <= set(kept):  # no timestamps, or the seek overshot: from the start
-            container.seek(0, backward=True, any_frame=False, stream=stream)
-            for position, frame in enumerate(container.decode(stream)):
-                if position in wanted:
-                    kept[position] = (_to_rgb(frame, size), float(frame.time or 0.0))
-                if position >= max(wanted):
-                    break
-        missing = sorted(set(row.tolist()) - set(kept))
-        if missing:
-            raise VideoError(f"{path}: cannot decode frame {missing[0] + 1} of {len(stamps) if stamps is not None else '?'}"
-                             " (a truncated or corrupt video?)")
+    if stamps is not None:
+        by_pts = {int(stamps[i]): i for i in wanted}
+        pending = sorted(by_pts)
+
+        def next_needed():
+            while pending and pending[0] in kept_pts:
+                pending.pop(0)
+            return pending[0] if pending else None
+
+        kept_pts: set[int] = set()
+        for frame in _frames(container, stream, next_needed):
+            if frame.pts in by_pts:
+                kept[by_pts[frame.pts]] = (_to_rgb(frame, size), float(frame.time))
+                kept_pts.add(frame.pts)
+            elif pending and frame.pts > pending[0]:
+                break  # a wanted timestamp was passed without its frame
+    else:
+        container.seek(0, backward=True, any_frame=False, stream=stream)
+        for position, frame in enumerate(container.decode(stream)):
+            if position in wanted:
+                kept[position] = (_to_rgb(frame, size), float(frame.time or 0.0))
+            if position >= wanted[-1]:
+                break
+    missing = [i for i in wanted if i not in kept]
+    if missing:
+        total = len(stamps) if stamps is not None else "its"
+        raise VideoError(f"{path}: cannot decode frame {missing[0] + 1} of {total} (a truncated or corrupt video?)")
     return [kept[i] for i in indices.reshape(-1).tolist()]
 
 
@@ -255,8 +307,8 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
                 fps = float(stream.average_rate or stream.guessed_rate)
                 positions = window_positions(sampling, fps)
                 try:
-                    picked = [item for window in indexed_windows(sampling, stream.frames, stream.duration, fps)
-                              for item in _indexed_clip(container, stream, window, positions, size)]
+                    windows = indexed_windows(sampling, stream.frames, stream.duration, fps)
+                    picked = _indexed_clips(container, stream, windows, positions, size)
                     info = _info(stream, stream.frames, True)
                 except _Fallback:
                     container.seek(0, backward=True, any_frame=False, stream=stream)
@@ -265,7 +317,11 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
                 if count == 0:
                     raise VideoError(f"{path}: has no video frames")
                 info = _info(stream, count, False)
-                picked = _counted_clips(path, container, stream, stamps, counted_indices(sampling, count, info.fps), size)
+                try:
+                    picked = _counted_clips(path, container, stream, stamps, counted_indices(sampling, count, info.fps),
+                                            size)
+                except _Fallback:
+                    raise VideoError(f"{path}: decoded frames without timestamps") from None
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: cannot decode: {_reason(e)} (a truncated or corrupt video?)") from None
         except MemoryError:

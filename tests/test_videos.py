@@ -205,3 +205,15 @@ def test_find_videos(tmp_path):
     os.symlink(tmp_path / "gone.mp4", tmp_path / "broken.mp4")
     found = [os.path.relpath(p, tmp_path) for p in find_videos([tmp_path, tmp_path / "z.jpg"])]
     assert found == ["a/c.MKV", "a/d/e.webm", "b.mp4", "broken.mp4", "m.mov", "x.avi", "z.jpg"]
+
+
+@pytest.mark.parametrize("name", ["long.mkv", "ntsc.mov", "exact.avi", "vp8.webm"])
+def test_seeking_over_every_gap_gives_the_same_frames(name, videos, reference, monkeypatch):
+    # one forward pass normally decodes through the short gaps between clips; seeking instead finds
+    # the same frames
+    import awt.videos
+
+    monkeypatch.setattr(awt.videos, "SEEK_GAP_SECONDS", 0.0)
+    ours = sample_video(videos[name], SAMPLING, SIZE)
+    got = np.array(_numbers(f.permute(1, 2, 0).numpy() for f in ours.frames)).reshape(SAMPLING.clips, SAMPLING.frames)
+    assert all(_numbers(view.frames.numpy()) == got[view.clip].tolist() for view in reference[name])
