@@ -8,8 +8,8 @@ then, in one run on this machine:
   converted and scaled) in one process on one thread, as in a loader worker: videos per second x
   views per video;
 * encode: the image encoder on the views (random weights; speed does not depend on them);
-* memory: the peak RSS of a fresh process that samples a short video, then one that samples a long
-  one (the same size, ``--long-minutes`` long).
+* long videos: the time to sample one short and one long video (the same size, ``--long-minutes``
+  long), and the peak RSS of a fresh process sampling each.
 
 Usage: ``python benchmarks/video_decode.py [--size 1280x720] [--seconds 10] [--long-minutes 10]``
 """
@@ -59,18 +59,23 @@ def make_video(path: Path, seconds: float, width: int, height: int, fps: int = 3
 
 
 _PEAK = """if True:
-    import resource, sys
+    import sys
     sys.path.insert(0, {repo!r})
     from awt.videos import sample_video
     from awt.video_sampling import VideoSampling
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def peak():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+    base = peak()
     sample_video({path!r}, VideoSampling(), 224)
-    print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(base, peak())
 """
 
 
 def peak_rss_mb(path: Path) -> tuple[float, float]:
-    """(after imports, after sampling) peak RSS in MB of a fresh process sampling ``path``."""
+    """(after imports, after sampling) peak RSS in MB of a fresh process sampling ``path`` (Linux)."""
     out = subprocess.run([sys.executable, "-c", _PEAK.format(repo=str(REPO), path=str(path))],
                          capture_output=True, text=True, check=True)
     before, after = (int(v) / 1024 for v in out.stdout.split())
@@ -126,6 +131,12 @@ def main() -> None:
     if args.long_minutes > 0:
         long = make_video(folder / f"long-{width}x{height}-{args.long_minutes:g}min.mp4", 60 * args.long_minutes,
                           width, height)
+        torch.set_num_threads(1)
+        for name, path in (("short", short), ("long", long)):
+            start = time.perf_counter()
+            sample_video(path, sampling, size)
+            print(f"one video, {name}: {time.perf_counter() - start:.2f} s")
+        torch.set_num_threads(threads)
         for name, path in (("short", short), ("long", long)):
             before, after = peak_rss_mb(path)
             print(f"peak RSS, {name} ({path.stat().st_size / 1e6:.0f} MB file): {after:.0f} MB "
