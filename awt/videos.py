@@ -358,6 +358,8 @@ class VideoSource(torch.utils.data.Dataset):
             sampled = sample_video(path, self.sampling, self.size, self.max_pixels)
         except VideoError as e:
             return VideoSample(index, error=str(e))
+        except Exception as e:  # a decoder's surprise fails its own video, not the run
+            return VideoSample(index, error=f"{os.fspath(path)}: cannot decode: {type(e).__name__}: {e}")
         return VideoSample(index, sampled.frames, sampled.boxes)
 
 
