@@ -86,18 +86,17 @@ def cuda_here() -> tuple[bool, str]:
 
 
 class StepProcess:
-    """A step running in a process group of its own (``gpu_steps.py STEP PLAN RESULT``), its output
-    in ``work/STEP.log``; ended at its time limit, the whole group with it."""
+    """A step's command (``gpu_steps.py STEP PLAN work/STEP.json``) in a process group of its own,
+    its output in ``work/STEP.log``; ended at its time limit, the whole group with it."""
 
-    def __init__(self, name: str, plan_file: Path, work: Path, limit: float, env: dict):
+    def __init__(self, name: str, argv: list[str], work: Path, limit: float, env: dict):
         self.name, self.limit = name, limit
         self.result_file, self.log_file = work / f"{name}.json", work / f"{name}.log"
         self.started = time.monotonic()
         self.cpu_seconds: float | None = None
         with open(self.log_file, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, str(HERE / "gpu_steps.py"), name, str(plan_file),
-                                          str(self.result_file)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         cwd=REPO, start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                         start_new_session=True)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -143,10 +142,12 @@ class StepProcess:
         return entry
 
 
-def run_steps(chosen: list[str], budgets: dict, deadline: float, jobs: int, start) -> tuple[dict[str, dict], bool]:
-    """Run the steps, ``jobs`` at a time, each within its budget and the global deadline;
-    ``start(name, limit)`` makes its StepProcess. Returns their records in plan order, and whether
-    Ctrl-C stopped the run (the steps then running are recorded as ``interrupted``)."""
+def run_steps(chosen: list[str], budgets: dict, deadline: float, jobs: int, start,
+              min_seconds: float = 10.0) -> tuple[dict[str, dict], bool]:
+    """Run the steps, ``jobs`` at a time, each within its budget and the global deadline (one that
+    would get under ``min_seconds`` is skipped); ``start(name, limit)`` makes its StepProcess.
+    Returns their records in plan order, and whether Ctrl-C stopped the run (the steps then running
+    are recorded as ``interrupted``)."""
     entries: dict[str, dict] = {}
     interrupted = False
     pending, running = list(chosen), []
@@ -155,7 +156,7 @@ def run_steps(chosen: list[str], budgets: dict, deadline: float, jobs: int, star
             while pending and len(running) < jobs:
                 name = pending.pop(0)
                 limit = min(budgets[name], deadline - time.time())
-                if limit < 10:
+                if limit < min_seconds:
                     entries[name] = {"status": "skipped", "seconds": 0.0, "limit_s": round(limit, 1), "exit_code": None,
                                      "cpu_seconds": None, "result": {}, "error_tail": ["no time left in the budget"]}
                     print(f"{name}: skipped, no time left", flush=True)
@@ -233,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
               "budget_s": args.budget, "plan_steps": chosen, "profile": profile, "steps": {}}
     out, log_out = Path(args.json_path), Path(args.json_path).with_suffix(".log")
     deadline = started + args.budget - RESERVE_S
-    report["steps"], interrupted = run_steps(chosen, profile["budgets"], deadline, args.jobs,
-                                             lambda name, limit: StepProcess(name, plan_file, work, limit, env))
+    def start(name: str, limit: float) -> StepProcess:
+        argv = [sys.executable, str(HERE / "gpu_steps.py"), name, str(plan_file), str(work / f"{name}.json")]
+        return StepProcess(name, argv, work, limit, env)
+
+    report["steps"], interrupted = run_steps(chosen, profile["budgets"], deadline, args.jobs, start)
     if interrupted:
         print("interrupted: writing what is done", file=sys.stderr)
     report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

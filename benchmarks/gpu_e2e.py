@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -46,6 +47,21 @@ def _env() -> dict:
     return {**os.environ, "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"}
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@atexit.register
+def _stop_started() -> None:
+    """A step that ends early (an exception) leaves none of its commands running into the next step."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def _start(args: list[str], log: Path, **env: str) -> tuple[subprocess.Popen, Path]:
     """``python ARGS`` in the background, stdout to ``log``'s ``.out`` sibling, stderr to ``log``."""
     out = log.with_suffix(".out")
@@ -53,6 +69,7 @@ def _start(args: list[str], log: Path, **env: str) -> tuple[subprocess.Popen, Pa
     with open(out, "w") as stdout, open(log, "w") as stderr:
         # in the step's process group: ending the step (its time limit) ends these too
         proc = subprocess.Popen([sys.executable, *args], stdout=stdout, stderr=stderr, env={**_env(), **env}, cwd=REPO)
+    _STARTED.append(proc)
     return proc, out
 
 

@@ -4,8 +4,11 @@ rehearsed on the CPU with tiny models, its parts, and the one line it says witho
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -121,6 +124,28 @@ def test_classify_bench_and_two_ranks_agree_with_the_cpu(rehearsal):
     assert [(a["backend"], a["refused"], a["exit_code"] == 0) for a in two["attempts"]] == [
         ("nccl", True, False), ("gloo", False, True)]
     assert two["metrics_equal"]
+
+
+def test_a_failed_crashed_or_hung_step_is_recorded_and_the_next_one_runs(tmp_path):
+    from gpu_check import StepProcess, run_steps
+
+    scripts = {"fails": "import sys; print('something broke'); sys.exit(1)",
+               "crashes": "import os, signal; print('about to crash', flush=True); os.kill(os.getpid(), signal.SIGSEGV)",
+               "hangs": "import time; print('waiting', flush=True); time.sleep(600)",
+               "passes": "import json, sys; open(sys.argv[1], 'w').write(json.dumps({'passed': True}))"}
+
+    def start(name: str, limit: float) -> StepProcess:
+        argv = [sys.executable, "-c", scripts[name], str(tmp_path / f"{name}.json")]
+        return StepProcess(name, argv, tmp_path, limit, dict(os.environ))
+
+    entries, interrupted = run_steps(list(scripts), dict.fromkeys(scripts, 3), time.time() + 60, 1, start, 1)
+    assert not interrupted and [e["status"] for e in entries.values()] == ["failed", "failed", "timeout", "ok"]
+    assert entries["fails"]["exit_code"] == 1 and entries["fails"]["error_tail"] == ["something broke"]
+    assert entries["crashes"]["exit_code"] == -signal.SIGSEGV and entries["crashes"]["error_tail"] == ["about to crash"]
+    assert entries["hangs"]["error_tail"] == ["waiting"] and 3 <= entries["hangs"]["seconds"] < 13
+    assert entries["passes"]["result"] == {"passed": True} and "error_tail" not in entries["passes"]
+    late, _ = run_steps(["passes"], {"passes": 10}, time.time() + 0.5, 1, start, 1)   # under 1 s left
+    assert late["passes"]["status"] == "skipped"
 
 
 def test_without_cuda_it_says_so_in_one_line_and_runs_nothing(tmp_path):
