@@ -38,15 +38,12 @@ def table(report: dict) -> str:
     env = steps.get("environment", {}).get("result", {})
     lines = [f"awt gpu-check on {env.get('gpu') or report['device']}: peak {_fmt(env.get('peak_tflops'), '.0f')} "
              f"TFLOP/s ({env.get('peak_source', '?')}), measured {env.get('matmul', 'matmul')} "
-             f"{_fmt(env.get('matmul_tflops_measured'))} TFLOP/s; {report['seconds']:.0f} s of {report['budget_s']:.0f} s",
-             "", f"{'step':<12} {'status':<8} {'seconds':>8} {'limit':>6}"]
+             f"{_fmt(env.get('matmul_tflops_measured'), '.3g')} TFLOP/s; {report['seconds']:.0f} s of {report['budget_s']:.0f} s",
+             "", f"{'step':<12} {'status':<8} {'seconds':>8} {'limit':>6} {'CPU s':>6}"]
     for name in report["plan_steps"]:
-        s = steps.get(name, {"status": "not run", "seconds": None, "limit_s": None})
-        lines.append(f"{name:<12} {s['status']:<8} {_fmt(s['seconds']):>8} {_fmt(s['limit_s'], '.0f'):>6}")
-    lines[-(len(report["plan_steps"]) + 1)] += f" {'CPU s':>6}"
-    for k, name in enumerate(report["plan_steps"]):
-        cpu = steps.get(name, {}).get("cpu_seconds")
-        lines[-len(report["plan_steps"]) + k] += f" {_fmt(cpu):>6}"
+        s = steps.get(name, {"status": "not run", "seconds": None, "limit_s": None, "cpu_seconds": None})
+        lines.append(f"{name:<12} {s['status']:<8} {_fmt(s['seconds']):>8} {_fmt(s['limit_s'], '.0f'):>6} "
+                     f"{_fmt(s['cpu_seconds']):>6}")
     if any("bare" in steps.get(slot, {}).get("result", {}) for slot in MODEL_STEPS):
         lines += ["", f"{'model':<10} {'path':<7} {'images/s':>9} {'views/s':>9} {'TFLOP/s':>8} {'MFU':>6} "
                   f"{'peak MiB':>9}"]
@@ -55,9 +52,10 @@ def table(report: dict) -> str:
         for path in ("bare", "encode", "awt"):
             if path in r:
                 x = r[path]
-                lines.append(f"{(r['model'] if path == 'bare' else '')[-10:]:<10} {path:<7} {x['images_per_s']:>9.1f} "
-                             f"{x['views_per_s']:>9.0f} {_fmt(x['achieved_tflops']):>8} "
-                             f"{_fmt(x['mfu'] and 100 * x['mfu']):>5}% {_fmt(x['peak_mib'], '.0f'):>9}")
+                mfu = "-" if x["mfu"] is None else f"{100 * x['mfu']:.1f}%"
+                lines.append(f"{r['model'].split('/')[-1] if path == 'bare' else '':<10} {path:<7} "
+                             f"{x['images_per_s']:>9.1f} {x['views_per_s']:>9.0f} {_fmt(x['achieved_tflops'], '.3g'):>8} "
+                             f"{mfu:>6} {_fmt(x['peak_mib'], '.0f'):>9}")
         if "awt_over_encode" in r:
             lines.append(f"{'':<10} awt/encode {r['awt_over_encode']:.3f}, encode/bare {r['encode_over_bare']:.3f}")
     scorer = steps.get("scorer", {}).get("result", {})

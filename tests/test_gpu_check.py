@@ -20,6 +20,7 @@ CHECK = REPO / "benchmarks" / "gpu_check.py"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from gpu_compare import Tolerance, compare_classify  # noqa: E402
+from gpu_report import table  # noqa: E402
 from gpu_timing import peak_tflops  # noqa: E402
 
 STEPS = ["environment", "tests", "vit_b16", "vit_l14", "scorer", "e2e", "torchrun"]
@@ -80,7 +81,7 @@ def test_the_tests_step_selects_what_has_a_cuda_variant(rehearsal):
             "tests/test_gpu.py::test_gpu_features_and_scores_match_the_cpu",
             "tests/test_bench.py::test_inline_model_and_cuda_free_defaults"} <= set(selected)
     mistakes = [n for n in selected if "test_each_mistake_is_one_line" in n]
-    assert len(mistakes) == 1 and "cuda:7" not in mistakes[0] and "CUDA" not in mistakes[0].split("[")[0]
+    assert len(mistakes) == 1 and "is not available here" in mistakes[0]   # the --device cuda:7 case alone
     assert not any("test_gpu_check" in n for n in selected)
 
 
@@ -146,6 +147,9 @@ def test_a_failed_crashed_or_hung_step_is_recorded_and_the_next_one_runs(tmp_pat
     assert entries["passes"]["result"] == {"passed": True} and "error_tail" not in entries["passes"]
     late, _ = run_steps(["passes"], {"passes": 10}, time.time() + 0.5, 1, start, 1)   # under 1 s left
     assert late["passes"]["status"] == "skipped"
+    shown = table({"device": "cuda", "steps": entries, "plan_steps": list(scripts), "seconds": 9.0, "budget_s": 480})
+    assert "fails        failed" in shown and "hangs        timeout" in shown
+    assert "fails failed:\n  something broke" in shown and "hangs timeout:\n  waiting" in shown
 
 
 def test_without_cuda_it_says_so_in_one_line_and_runs_nothing(tmp_path):
