@@ -73,16 +73,19 @@ PROFILES = {
 }
 
 
-def cuda_here() -> tuple[bool, str]:
-    """Whether this machine has a CUDA device torch can use, and why not when it has none."""
+def cuda_here(ask_torch: bool = True) -> tuple[bool, str]:
+    """Whether this machine has a CUDA device (an NVIDIA driver, and, with ``ask_torch``, one that
+    this interpreter's torch sees), and why not when it has none."""
     if not Path("/dev/nvidiactl").exists() and shutil.which("nvidia-smi") is None:
         return False, "no NVIDIA driver: no /dev/nvidiactl, no nvidia-smi"
+    if not ask_torch:
+        return True, ""
     probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
                            capture_output=True, text=True)
-    if probe.returncode != 0:
-        return True, ""  # a driver but no torch yet: the steps will say what is missing
-    count = int(probe.stdout.split()[-1])
-    return (count > 0, "" if count else "torch.cuda.is_available() is False")
+    words = probe.stdout.split()
+    if probe.returncode != 0 or not words or not words[-1].isdigit():
+        return True, ""  # a driver, but no torch yet: the steps will say what is missing
+    return (int(words[-1]) > 0, "" if int(words[-1]) else "torch.cuda.is_available() is False")
 
 
 class StepProcess:
@@ -198,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense fp16 peak, if not in the table")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (images, caches, step logs)")
     p.add_argument("--jobs", type=int, default=1, help="steps at once: the CPU rehearsal only (timings need 1)")
-    p.add_argument("--probe", action="store_true", help="only say whether there is a CUDA device (exit 0) or not "
-                   "(one line, exit 1); make gpu-check asks this before it installs anything")
+    p.add_argument("--probe", action="store_true", help="only say whether there is an NVIDIA driver (exit 0) or "
+                   "not (one line, exit 1); make gpu-check asks this before it installs anything")
     args = p.parse_args(argv)
     started = args.started_at or time.time()
     chosen = [s for s in args.steps.split(",") if s]
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs != 1 and args.device != "cpu":
         p.error("--jobs: steps run one at a time on a GPU (they time it)")
     if args.device != "cpu":
-        present, why = cuda_here()
+        present, why = cuda_here(ask_torch=not args.probe)  # (make's probe runs before any install)
         if not present:
             print(f"gpu-check: no CUDA device here ({why}); nothing run; `--device cpu` rehearses the check on the CPU.")
             return 1 if args.probe else 0
