@@ -183,7 +183,7 @@ def tests(plan: dict, res: Result) -> bool:
 
     nodes, by_params = select_tests(REPO / "tests")
     collect_only = plan["profile"]["tests_collect_only"]
-    res.save(nodes=nodes, filtered_by_parameters=by_params, collect_only=collect_only)
+    res.save(nodes=nodes, filtered_by_parameters=by_params, collect_only=collect_only, outcomes={})
     os.chdir(REPO)
     selection = _Selection(by_params, res)
     args = [*nodes, "-q", "-p", "no:cacheprovider", "--rootdir", str(REPO)] + (["--collect-only"] if collect_only else [])
