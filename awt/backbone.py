@@ -35,6 +35,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise AWTError(f"invalid device {device!r}: {e}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise AWTError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()  # torch.device does not check the index; the first use would fail
+        have = "1 CUDA device: cuda:0" if count == 1 else f"{count} CUDA devices: cuda:0 to cuda:{count - 1}"
+        raise AWTError(f"device {device!r} asked for, but CUDA device {resolved.index} is not available here ({have})")
     return resolved
 
 

@@ -504,7 +504,7 @@ def test_inline_model_and_cuda_free_defaults(labeled_images, tmp_path):
     result = quiet_run(cfg, tmp_path / "out")
     (record,) = result.records
     assert record["backbone"] == "inline" and record["pretrained"] == "none" and record["images"] == 2
-    assert record["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert record["device"] == ("cuda" if torch.cuda.is_available() else "cpu")   # auto: the current GPU
     assert list((tmp_path / "out" / "cache" / "models").glob("inline-*/open_clip_config.json"))
 
 

@@ -13,6 +13,7 @@ from numpy.testing import assert_allclose
 
 from awt import AWTClassifier, ClassifierSpec
 from awt.augment import cut_views
+from awt.backbone_open_clip import CausalTextTower
 from awt.images import to_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -31,7 +32,9 @@ def backbones(tiny_backbone):
     """The tiny CPU model and the same weights on the GPU, in float32, without TF32."""
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    gpu = dataclasses.replace(tiny_backbone, model=copy.deepcopy(tiny_backbone.model).cuda(),
+    model = copy.deepcopy(tiny_backbone.model).cuda()
+    # the text tower too: the CPU backbone's holds the CPU model's weights
+    gpu = dataclasses.replace(tiny_backbone, model=model, text_tower=CausalTextTower.of(model),
                               device=torch.device("cuda"), _view_loaders={})
     yield tiny_backbone, gpu
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
