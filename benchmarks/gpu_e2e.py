@@ -101,7 +101,7 @@ def _joined_or_ended(proc: subprocess.Popen, log: Path, seconds: float) -> bool:
 def e2e(plan: dict, res: Result) -> bool:
     """``awt classify`` and a small ``awt bench`` on the device (real commands), each against the
     same work done on the CPU in float32 in this process while they run."""
-    from awt import AWTClassifier
+    from awt import AWTClassifier, ClassifierSpec
     from awt.bench.config import load_config
     from awt.bench.runner import run_bench
     from awt.descriptions import load_descriptions
@@ -128,8 +128,9 @@ def e2e(plan: dict, res: Result) -> bool:
     # meanwhile the CPU reference, float32, in this process
     backbone = random_backbone(plan, p["e2e_model"], "cpu", "fp32")
     names = data["classes"].read_text().splitlines()
-    clf = AWTClassifier(backbone, names, descriptions=load_descriptions(data["descriptions"]),
-                        descriptions_per_class=p["e2e_descriptions"], views=p["e2e_views"], seed=0, cache_dir=None)
+    clf = AWTClassifier(backbone, ClassifierSpec(names, descriptions=load_descriptions(data["descriptions"]),
+                                                 descriptions_per_class=p["e2e_descriptions"], views=p["e2e_views"],
+                                                 seed=0, cache_dir=None))
     paths = find_images([str(data["root"])])
     reference = {r.image: {q.index: q.score for q in r.predictions}
                  for r in clf.classify(paths, top_k=4, batch_size=p["e2e_batch"], num_workers=0)}

@@ -153,6 +153,7 @@ def time_model(backbone, text: torch.Tensor, files: list[str], *, views: int, ba
     ``seconds`` of encoding at the bare rate. ``save`` is called with the result so far after
     each part (a time-out then keeps what is done)."""
     from awt.classifier import AWTClassifier
+    from awt.spec import ClassifierSpec
     from awt.prompts import ClassPrompts
     from awt.views import encode_views
 
@@ -193,7 +194,8 @@ def time_model(backbone, text: torch.Tensor, files: list[str], *, views: int, ba
     save(out)
 
     names = [f"class {i}" for i in range(text.shape[0])]
-    clf = AWTClassifier(backbone, names, views=views, classes=ClassPrompts(names, None, text, None))
+    clf = AWTClassifier(backbone, ClassifierSpec(names, views=views, cache_dir=None),
+                        classes=ClassPrompts(names, None, text, None))
     clf.classify(files[:batch_size], batch_size=batch_size, num_workers=workers)  # warm-up
     reset_peak(device)
     done, took = drain(clf.iter_classify(images, batch_size=batch_size, num_workers=workers), device, 3 * seconds)
