@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import awt
 from awt.backbone import create_backbone, resolve_device
 from awt.classifier import AWTClassifier
+from awt.spec import ClassifierSpec
 from awt.prompts import ClassPrompts
 from awt.images import find_images, load_image
 from awt.views import default_workers
@@ -212,7 +213,8 @@ def bench_prompts(backbone, device: torch.device, path: Path, count: int, repeat
     """Prompts per second: every prompt padded to the full context, against the engine's path
     (batches of similar length, each cut after its longest prompt where the text tower allows it)."""
     from awt.descriptions import load_descriptions
-    from awt.prompts import build_prompts, encode_prompts
+    from awt.prompt_sets import build_prompts
+    from awt.prompts import encode_prompts
 
     ds = load_descriptions(path)
     prompts = build_prompts(ds.names, "a photo of a {}", ds.descriptions, per_class=10**6, allow_fewer=True)
@@ -245,12 +247,10 @@ def bench_prompts(backbone, device: torch.device, path: Path, count: int, repeat
 
 
 def method_prompts_count(name: str, descriptions: int) -> int:
-    """Prompts per class in the set ``name`` reads (awt.prompts.method_prompts builds them)."""
-    from awt import methods as m
+    """Prompts per class in the set ``name`` reads (awt.prompt_sets builds them)."""
+    from awt.methods import get_method
 
-    kind = m.get_method(name).prompts
-    return {m.TEMPLATE: 1, m.DESCRIPTIONS: descriptions + 1, m.WAFFLE: 2 * m.WAFFLE_PAIRS + 1,
-            m.TEMPLATES80: 80, m.TEMPLATES7: 7}[kind]
+    return get_method(name).prompts.size(descriptions)
 
 
 def bench_methods(device, classes: int, views: int, descriptions: int, dim: int, batch: int, repeat: int) -> dict:
@@ -331,7 +331,8 @@ def main() -> None:
     dim = backbone.encode_texts(["a photo of a cat."]).shape[-1]
     text = random_text_features(args.classes, prompts, dim, device)
     names = [f"class {i}" for i in range(args.classes)]
-    clf = AWTClassifier(backbone, names, views=args.views, classes=ClassPrompts(names, None, text, None))
+    clf = AWTClassifier(backbone, ClassifierSpec(names, views=args.views, cache_dir=None),
+                        classes=ClassPrompts(names, None, text, None))
     result: dict = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
                     "cpu_count": os.cpu_count(), "torch": torch.__version__, "awt": awt.__version__,
                     "platform": platform.platform(), "model": args.model, "precision": backbone.precision,
