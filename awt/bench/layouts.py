@@ -122,3 +122,20 @@ def explain_missing(path: str | os.PathLike, what: str = "dataset path") -> str:
             if layout is not None:
                 break
     return f"{what} {p} not found; {guide_hint(layout)}"
+
+
+def explain_all_missing(missing: list[tuple[str, Path]], data_root: Path) -> str:
+    """One line for several missing datasets, ``(name, path)``: each by its name and its path under
+    ``data_root``, then the guides that describe them (each once)."""
+    def shown(p: Path) -> str:
+        try:
+            return str(p.relative_to(data_root))
+        except ValueError:
+            return str(p)
+
+    layouts = [find_layout(p) for _, p in missing]
+    guides = list(dict.fromkeys(f"{g[0]} ({g[1]})" for g in
+                                ([lay.guide for lay in layouts if lay is not None] or [COOP_GUIDE, SUSX_GUIDE])))
+    return (f"{len(missing)} datasets not found under {data_root}: "
+            f"{', '.join(f'{name} ({shown(p)})' for name, p in missing)}; "
+            f"the folders are laid out as {' and '.join(guides)} describe")
