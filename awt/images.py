@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -79,10 +81,50 @@ def _reason(error: OSError) -> str:
     return reason[:1].lower() + reason[1:]
 
 
+# The formats an input may be: raster formats PIL decodes itself. Not EPS (PIL hands it to
+# Ghostscript, a PostScript interpreter: an .eps renamed .jpg must not reach it), nor the stubs,
+# metadata or scientific formats PIL also identifies.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "WEBP", "TIFF", "PPM", "TGA", "ICO", "PCX", "JPEG2000", "AVIF",
+                 "QOI", "SGI", "HEIF")
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket"}
+_BYTES = re.compile(r"""\bb(['"])((?:\\.|(?!\1).)*)\1""")   # a bytes repr in a library's message
+_SHOWN_WARNINGS = 3   # distinct decoder warnings shown per file
+
+
+def _without_bytes(message: str) -> str:
+    """A decoder's message with its raw bytes (``b'\\x89PN'``) left out: printable ones as text."""
+    def plain(m: re.Match) -> str:
+        body = m.group(2)
+        return f"'{body}'" if re.fullmatch(r"[ -~]*", body) and "\\" not in body else "(binary data)"
+    return _BYTES.sub(plain, message)
+
+
+def _open_regular(path: str):
+    """``path`` opened for reading, refused unless it is a regular file: opening a FIFO without a
+    writer would wait forever, a device would stream forever (O_NONBLOCK: open returns at once)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", path)
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"{path}: not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'a special file')})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def load_image(source: ImageInput, min_short_side: int | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image upright (EXIF orientation), as RGB (see :func:`to_rgb`). Raises ImageError
-    with the reason.
+    with the reason, whatever the decoder raised; the decoder's warnings are re-issued with the path.
+
+    Only regular files in :data:`IMAGE_FORMATS` are decoded (a FIFO, a device or an EPS file is
+    refused as it is, never read).
 
     Args:
         min_short_side: the shorter side the caller needs at least. A JPEG at least four times as
@@ -93,10 +135,17 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
             decompression bomb); ``None``: no limit. PIL's own limit does not apply.
     """
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(source))
+        try:
+            return to_rgb(ImageOps.exif_transpose(source))
+        except Exception as e:   # an opened image decodes lazily: its decoder may fail here
+            raise ImageError(f"<{type(source).__name__}>: cannot decode: {_describe(e)}") from None
     path = os.fspath(source)
     try:
-        fp = open(path, "rb")
+        fp = _open_regular(path)
+    except ImageError:
+        raise
+    except ValueError as e:   # a NUL byte in the path
+        raise ImageError(f"{path!r}: cannot open: {e}") from None
     except OSError as e:
         if os.path.isdir(path):  # find_images keeps the directories it cannot read
             try:
@@ -116,35 +165,89 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
                 fp.seek(0)
             with _pil_limit_off():
                 return _decode(fp, path, min_short_side, max_pixels)
+        except ImageError:
+            raise
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not an image (or an unsupported format)") from None
         except OSError as e:
             if e.errno is not None:
                 raise ImageError(f"{path}: cannot read: {_reason(e)}") from None
             reason = str(e) or type(e).__name__
-            reason = "truncated image file" if "truncated" in reason else reason
+            reason = "truncated image file" if "truncated" in reason else _without_bytes(reason)
             raise ImageError(f"{path}: cannot decode: {reason}") from None
-        except (SyntaxError, ValueError, MemoryError) as e:
-            raise ImageError(f"{path}: cannot decode: {str(e) or type(e).__name__}") from None
+        except Exception as e:   # whatever else a decoder raises is this image's error, not the run's
+            raise ImageError(f"{path}: cannot decode: {_describe(e)}") from None
+
+
+def _describe(error: BaseException) -> str:
+    """A decoder's exception in a few words: its message (raw bytes made readable), or its type."""
+    text = _without_bytes(str(error).strip().splitlines()[0]) if str(error).strip() else ""
+    usual = isinstance(error, (SyntaxError, ValueError, MemoryError, OSError))
+    return text if text and usual else f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
-        with Image.open(fp) as im:
-            w, h = im.size
-            if max_pixels is not None and w * h > max_pixels:  # before any decoding
-                mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
-                raise ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} pixels "
-                                 "(a possible decompression bomb; raise the limit with --max-pixels)")
-            if min_short_side is not None and im.format in ("JPEG", "MPO"):
-                for s in (8, 4, 2):  # decodes to ceil(w / s) x ceil(h / s)
-                    if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:
-                        im.draft(im.mode, (w // s, h // s))
-                        break
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright image
-            return to_rgb(im)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
+            with Image.open(fp, formats=_formats()) as im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:  # before any decoding
+                    mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
+                    raise ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} "
+                                     "pixels (a possible decompression bomb; raise the limit with --max-pixels)")
+                if min_short_side is not None and im.format in ("JPEG", "MPO"):
+                    for s in (8, 4, 2):  # decodes to ceil(w / s) x ceil(h / s)
+                        if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:
+                            im.draft(im.mode, (w // s, h // s))
+                            break
+                with _stderr_as_warnings() if im.format == "TIFF" else contextlib.nullcontext():
+                    im.load()
+                ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright image
+                return to_rgb(im)
+    finally:   # the decoder's warnings, once each, with the file they are about
+        distinct = list(dict.fromkeys(" ".join(_without_bytes(str(m.message)).split()) for m in caught))
+        for message in [m for m in distinct if m][:_SHOWN_WARNINGS]:
+            warnings.warn(f"{path}: {message}", ImageWarning, stacklevel=3)
+        if len(distinct) > _SHOWN_WARNINGS:
+            warnings.warn(f"{path}: {len(distinct) - _SHOWN_WARNINGS} more decoder warning(s)", ImageWarning,
+                          stacklevel=3)
+
+
+class ImageWarning(UserWarning):
+    """A decoder's warning about one input file (corrupt metadata, data past the end, ...)."""
+
+
+@contextlib.contextmanager
+def _stderr_as_warnings() -> Iterator[None]:
+    """What C code writes to file descriptor 2 meanwhile (libtiff's warnings, which name its stream
+    ``tempfile.tif``, not the file) caught and issued as warnings, for the caller to name the file."""
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):   # no stderr to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read(1 << 16).decode("utf-8", "replace").splitlines():
+                warnings.warn(line.removeprefix("tempfile.tif: "), ImageWarning)
+
+
+def _formats() -> list[str]:
+    if not Image.ID:
+        Image.init()
+    return [f for f in IMAGE_FORMATS if f in Image.OPEN]
 
 
 # A reduced JPEG decode keeps twice the shorter side asked for: DCT scaling filters like a box (1/8
@@ -255,10 +358,18 @@ class ViewSource(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, ImageInput, int, int]) -> ImageSample:
         index, item, n_random, seed = key
         try:
-            # a large JPEG is decoded at reduced size, never below the size kept for the views
-            image = load_image(item, min_short_side=self.max_short_side, max_pixels=self.max_pixels)
+            return self._sample(index, item, n_random, seed)
         except ImageError as e:
             return ImageSample(index=index, error=str(e))
+        except Exception as e:   # anything else about one image is that image's error, not the run's
+            name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
+            return ImageSample(index=index, error=f"{name}: cannot prepare its views: {_describe(e)}")
+
+    def _sample(self, index: int, item: ImageInput, n_random: int, seed: int) -> ImageSample:
+        if isinstance(item, _Unreadable):
+            return ImageSample(index=index, error=str(item))
+        # a large JPEG is decoded at reduced size, never below the size kept for the views
+        image = load_image(item, min_short_side=self.max_short_side, max_pixels=self.max_pixels)
         view0 = self.preprocess(image)
         if n_random == 0:
             return ImageSample(index=index, view0=view0)
@@ -267,6 +378,21 @@ class ViewSource(torch.utils.data.Dataset):
         boxes, flips = sample_views(array.shape[0], array.shape[1], n_random, image_seed(array, seed))
         pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
         return ImageSample(index=index, view0=view0, pixels=pixels, boxes=torch.from_numpy(boxes), flips=torch.from_numpy(flips))
+
+
+class _Unreadable(str):
+    """An input whose error was found before it went to a loader worker: the reason, as its item."""
+
+
+def _sendable(item: ImageInput) -> ImageInput:
+    """``item``, ready to travel to a loader worker: a PIL image opened lazily is decoded here (it is
+    pickled whole), and one whose decoder fails becomes that image's error, not a lost batch."""
+    if isinstance(item, Image.Image):
+        try:
+            item.load()
+        except Exception as e:
+            return _Unreadable(f"<{type(item).__name__}>: cannot decode: {_describe(e)}")
+    return item
 
 
 class _Requests(torch.utils.data.Sampler):
@@ -284,7 +410,8 @@ class _Requests(torch.utils.data.Sampler):
 
 def batch_sizes(total: int, batch_size: int, ramp: bool) -> list[int]:
     """Batch sizes for ``total`` images: ``batch_size`` each, after 1, 2, 4, ... when ``ramp``
-    (parallel workers then hand over the first images within one image's decoding time)."""
+    (the first images are then handed over, encoded and shown within one image's time, with or
+    without parallel workers)."""
     sizes, done, size = [], 0, 1 if ramp else batch_size
     while done < total:
         sizes.append(min(size, batch_size, total - done))
@@ -340,9 +467,9 @@ class ViewLoader:
             apart = ViewLoader(*self._args, persistent=False, max_pixels=self.max_pixels)
             yield from apart(items, n_random, seed, batch_size)
             return
-        keys = [(i, item, n_random, seed) for i, item in enumerate(items)]
+        keys = [(i, _sendable(item), n_random, seed) for i, item in enumerate(items)]
         start, batches = 0, []
-        for size in batch_sizes(len(keys), max(1, batch_size), ramp=self.num_workers > 0):
+        for size in batch_sizes(len(keys), max(1, batch_size), ramp=True):
             batches.append(keys[start : start + size])
             start += size
         self._busy = True
