@@ -355,6 +355,19 @@ case("bench-missing-data", "paper-style config with three datasets missing", mes
                               "  - {name: eurosat, path: eurosat}\n", mkdir=w.path("empty-root"))))
 
 
+def _incomplete(w: World) -> Command:
+    root = w.path("incomplete-root")
+    for folder in ("food-101", "dtd"):   # the folders are there, their split files are not
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    return bench(w, _write(w.path("configs", "incomplete.yaml"), f"name: x\ndata_root: {root}\nbackbones: [{{name: t, "
+                           f"model: '{w.tiny}'}}]\ndatasets:\n  - {{name: food101, path: food-101}}\n"
+                           "  - {name: dtd, path: dtd}\n"))
+
+
+case("bench-incomplete-data", "paper-style config whose dataset folders lack their split files",
+     message=("food101", "dtd", "split"), quiet=False)(_incomplete)
+
+
 def _write(path: Path, text: str, mkdir: Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if mkdir is not None:

@@ -311,12 +311,14 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
 
     # datasets
     datasets: list[DatasetSpec] = []
-    missing: list[tuple[str, str, Path]] = []   # every missing dataset is named at once, below
+    # every missing file of every dataset is named at once, below: (key, dataset, what, path, message)
+    missing: list[tuple[str, str, str, Path, str]] = []
     for key, d in _entries(top, "datasets", config_keys(DatasetSpec), path):
         where = f"{key}" + (f" ({d['name']})" if isinstance(d.get("name"), str) else "")
+        label = str(d["name"]) if isinstance(d.get("name"), str) else key
         ds_path = _resolve(_as_str(d.get("path"), f"{where}.path", path), data_root, f"{where}.path", path)
         if not ds_path.exists():
-            missing.append((where, str(d["name"]) if isinstance(d.get("name"), str) else key, ds_path))
+            missing.append((f"{where}.path", label, "", ds_path, explain_missing(ds_path)))
             continue
         fmt = d.get("format", "auto")
         if fmt not in FORMATS:
@@ -331,14 +333,19 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
             desc = _resolve(_as_str(d["descriptions"], f"{where}.descriptions", path), desc_root,
                             f"{where}.descriptions", path)
             if not desc.is_file():
-                raise _fail(path, f"{where}.descriptions", f"descriptions file {desc} not found")
+                missing.append((f"{where}.descriptions", label, "descriptions ", desc,
+                                f"descriptions file {desc} not found"))
+                continue
         extra_paths = {}
         for k in ("image_dir", "classnames"):
             if d.get(k) is not None:
                 p = _resolve(_as_str(d[k], f"{where}.{k}", path), data_root, f"{where}.{k}", path)
                 if not p.exists():
-                    raise _fail(path, f"{where}.{k}", explain_missing(p, k.replace("_", " ")))
+                    missing.append((f"{where}.{k}", label, k.replace("_", " ") + " ", p,
+                                    explain_missing(p, k.replace("_", " "))))
                 extra_paths[k] = p
+        if any(m[1] == label for m in missing):
+            continue
         name = _slug(str(d.get("name") or ds_path.stem))
         spec = DatasetSpec(
             name=name, path=ds_path, format=fmt, template=template, descriptions=desc,
@@ -359,9 +366,9 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         }
         datasets.append(spec)
     if len(missing) == 1:
-        raise _fail(path, f"{missing[0][0]}.path", explain_missing(missing[0][2]))
+        raise _fail(path, missing[0][0], missing[0][4])
     if missing:
-        raise _fail(path, "datasets", explain_all_missing([(name, p) for _, name, p in missing], data_root))
+        raise _fail(path, "datasets", explain_all_missing([(name, what, p) for _, name, what, p, _ in missing]))
     _unique([d.name for d in datasets], "datasets", path)
     return BenchConfig(name=str(top.get("name") or path.stem), description=str(top.get("description") or ""),
                        data_root=data_root, descriptions_root=desc_root, methods=methods, settings=settings,

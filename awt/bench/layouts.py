@@ -124,18 +124,26 @@ def explain_missing(path: str | os.PathLike, what: str = "dataset path") -> str:
     return f"{what} {p} not found; {guide_hint(layout)}"
 
 
-def explain_all_missing(missing: list[tuple[str, Path]], data_root: Path) -> str:
-    """One line for several missing datasets, ``(name, path)``: each by its name and its path under
-    ``data_root``, then the guides that describe them (each once)."""
-    def shown(p: Path) -> str:
-        try:
-            return str(p.relative_to(data_root))
-        except ValueError:
-            return str(p)
+def explain_all_missing(missing: list[tuple[str, str, Path]]) -> str:
+    """One line for the missing files of several datasets, ``(dataset, what, path)`` (``what``: ``""``
+    for the dataset's own path, else ``"descriptions "`` and the like): each under their common
+    folder, then the guides that describe the dataset folders (each once)."""
+    paths = [p for _, _, p in missing]
+    try:
+        common = Path(os.path.commonpath([str(p) for p in paths]))
+    except ValueError:   # no common folder (relative and absolute, other drives)
+        common = None
+    if common is not None and common in paths:
+        common = common.parent
 
-    layouts = [find_layout(p) for _, p in missing]
-    guides = list(dict.fromkeys(f"{g[0]} ({g[1]})" for g in
-                                ([lay.guide for lay in layouts if lay is not None] or [COOP_GUIDE, SUSX_GUIDE])))
-    return (f"{len(missing)} datasets not found under {data_root}: "
-            f"{', '.join(f'{name} ({shown(p)})' for name, p in missing)}; "
-            f"the folders are laid out as {' and '.join(guides)} describe")
+    def shown(p: Path) -> str:
+        return str(p.relative_to(common)) if common is not None else str(p)
+
+    folders = [p for _, what, p in missing if not what]
+    layouts = [find_layout(p) for p in folders]
+    guides = list(dict.fromkeys(f"{g[0]} ({g[1]})" for g in ([lay.guide for lay in layouts if lay is not None]
+                                                             or ([COOP_GUIDE, SUSX_GUIDE] if folders else []))))
+    where = f" under {common}" if common is not None else ""
+    line = (f"{len(missing)} files of {len({n for n, _, _ in missing})} datasets not found{where}: "
+            + ", ".join(f"{name} ({what}{shown(p)})" for name, what, p in missing))
+    return line + (f"; the dataset folders are laid out as {' and '.join(guides)} describe" if guides else "")

@@ -129,13 +129,18 @@ class Sweep:
 
     def _prepare(self, pending: list[Run]) -> dict[str, PreparedDataset]:
         prepared: dict[str, PreparedDataset] = {}
+        problems: dict[str, str] = {}   # every dataset that cannot be read is named at once
         for run in pending:
             name = run.dataset.name
-            if name in prepared:
+            if name in prepared or name in problems:
                 continue
             need = max((r.descriptions_per_class for r in pending if r.dataset.name == name
                         and get_method(r.method).prompts == DESCRIPTIONS), default=0)
-            ds = prepared[name] = prepare_dataset(run.dataset, need, self.config.path)
+            try:
+                ds = prepared[name] = prepare_dataset(run.dataset, need, self.config.path)
+            except AWTError as e:
+                problems[name] = str(e)
+                continue
             self.log(f"dataset {name}: {ds.subset_note}, {len(ds.prompt_names)} classes")
             shared = [n for n, d in ds.duplicate_names.items() if d["same_descriptions"]]
             if shared:
@@ -143,6 +148,11 @@ class Sweep:
                          "their descriptions: " + ", ".join(map(repr, shared)))
             if run.dataset.descriptions is None:
                 self.log(f"note: dataset {name} has no descriptions: every method uses the template alone (M=0)")
+        if len(problems) == 1:
+            raise AWTError(next(iter(problems.values())))
+        if problems:
+            raise AWTError(f"{len(problems)} datasets cannot be read: "
+                           + "; ".join(f"{name}: {message}" for name, message in problems.items()))
         return prepared
 
     def _run_pending(self, pending: list[Run], prepared: dict[str, PreparedDataset]) -> None:
