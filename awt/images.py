@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
-import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -19,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import defaults
 from .augment import PackedViews, image_seed, pack_views, sample_views
 from .errors import AWTError
+from .image_files import (NotRegularFile, Unreadable, describe_error, formats, open_regular, reissue, sendable,
+                          stderr_as_warnings, without_bytes)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 ImageInput = Union[str, os.PathLike, Image.Image]
@@ -81,50 +81,11 @@ def _reason(error: OSError) -> str:
     return reason[:1].lower() + reason[1:]
 
 
-# The formats an input may be: raster formats PIL decodes itself. Not EPS (PIL hands it to
-# Ghostscript, a PostScript interpreter: an .eps renamed .jpg must not reach it), nor the stubs,
-# metadata or scientific formats PIL also identifies.
-IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "WEBP", "TIFF", "PPM", "TGA", "ICO", "PCX", "JPEG2000", "AVIF",
-                 "QOI", "SGI", "HEIF")
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket"}
-_BYTES = re.compile(r"""\bb(['"])((?:\\.|(?!\1).)*)\1""")   # a bytes repr in a library's message
-_SHOWN_WARNINGS = 3   # distinct decoder warnings shown per file
-
-
-def _without_bytes(message: str) -> str:
-    """A decoder's message with its raw bytes (``b'\\x89PN'``) left out: printable ones as text."""
-    def plain(m: re.Match) -> str:
-        body = m.group(2)
-        return f"'{body}'" if re.fullmatch(r"[ -~]*", body) and "\\" not in body else "(binary data)"
-    return _BYTES.sub(plain, message)
-
-
-def _open_regular(path: str):
-    """``path`` opened for reading, refused unless it is a regular file: opening a FIFO without a
-    writer would wait forever, a device would stream forever (O_NONBLOCK: open returns at once)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(21, "Is a directory", path)
-        if not stat.S_ISREG(mode):
-            raise ImageError(f"{path}: not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'a special file')})")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def load_image(source: ImageInput, min_short_side: int | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image upright (EXIF orientation), as RGB (see :func:`to_rgb`). Raises ImageError
-    with the reason, whatever the decoder raised; the decoder's warnings are re-issued with the path.
-
-    Only regular files in :data:`IMAGE_FORMATS` are decoded (a FIFO, a device or an EPS file is
-    refused as it is, never read).
+    with the reason, whatever the decoder raised; only regular files in image formats are decoded,
+    and the decoder's warnings are said again with the path (:mod:`awt.image_files`).
 
     Args:
         min_short_side: the shorter side the caller needs at least. A JPEG at least four times as
@@ -138,12 +99,12 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
         try:
             return to_rgb(ImageOps.exif_transpose(source))
         except Exception as e:   # an opened image decodes lazily: its decoder may fail here
-            raise ImageError(f"<{type(source).__name__}>: cannot decode: {_describe(e)}") from None
+            raise ImageError(f"<{type(source).__name__}>: cannot decode: {describe_error(e)}") from None
     path = os.fspath(source)
     try:
-        fp = _open_regular(path)
-    except ImageError:
-        raise
+        fp = open_regular(path)
+    except NotRegularFile as e:
+        raise ImageError(f"{path}: not a regular file ({e})") from None
     except ValueError as e:   # a NUL byte in the path
         raise ImageError(f"{path!r}: cannot open: {e}") from None
     except OSError as e:
@@ -173,17 +134,10 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
             if e.errno is not None:
                 raise ImageError(f"{path}: cannot read: {_reason(e)}") from None
             reason = str(e) or type(e).__name__
-            reason = "truncated image file" if "truncated" in reason else _without_bytes(reason)
+            reason = "truncated image file" if "truncated" in reason else without_bytes(reason)
             raise ImageError(f"{path}: cannot decode: {reason}") from None
         except Exception as e:   # whatever else a decoder raises is this image's error, not the run's
-            raise ImageError(f"{path}: cannot decode: {_describe(e)}") from None
-
-
-def _describe(error: BaseException) -> str:
-    """A decoder's exception in a few words: its message (raw bytes made readable), or its type."""
-    text = _without_bytes(str(error).strip().splitlines()[0]) if str(error).strip() else ""
-    usual = isinstance(error, (SyntaxError, ValueError, MemoryError, OSError))
-    return text if text and usual else f"{type(error).__name__}: {text}" if text else type(error).__name__
+            raise ImageError(f"{path}: cannot decode: {describe_error(e)}") from None
 
 
 def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None) -> Image.Image:
@@ -192,7 +146,7 @@ def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None) -
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
-            with Image.open(fp, formats=_formats()) as im:
+            with Image.open(fp, formats=formats()) as im:
                 w, h = im.size
                 if max_pixels is not None and w * h > max_pixels:  # before any decoding
                     mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
@@ -203,51 +157,12 @@ def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None) -
                         if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:
                             im.draft(im.mode, (w // s, h // s))
                             break
-                with _stderr_as_warnings() if im.format == "TIFF" else contextlib.nullcontext():
+                with stderr_as_warnings() if im.format == "TIFF" else contextlib.nullcontext():
                     im.load()
                 ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright image
                 return to_rgb(im)
     finally:   # the decoder's warnings, once each, with the file they are about
-        distinct = list(dict.fromkeys(" ".join(_without_bytes(str(m.message)).split()) for m in caught))
-        for message in [m for m in distinct if m][:_SHOWN_WARNINGS]:
-            warnings.warn(f"{path}: {message}", ImageWarning, stacklevel=3)
-        if len(distinct) > _SHOWN_WARNINGS:
-            warnings.warn(f"{path}: {len(distinct) - _SHOWN_WARNINGS} more decoder warning(s)", ImageWarning,
-                          stacklevel=3)
-
-
-class ImageWarning(UserWarning):
-    """A decoder's warning about one input file (corrupt metadata, data past the end, ...)."""
-
-
-@contextlib.contextmanager
-def _stderr_as_warnings() -> Iterator[None]:
-    """What C code writes to file descriptor 2 meanwhile (libtiff's warnings, which name its stream
-    ``tempfile.tif``, not the file) caught and issued as warnings, for the caller to name the file."""
-    import tempfile
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):   # no stderr to redirect
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read(1 << 16).decode("utf-8", "replace").splitlines():
-                warnings.warn(line.removeprefix("tempfile.tif: "), ImageWarning)
-
-
-def _formats() -> list[str]:
-    if not Image.ID:
-        Image.init()
-    return [f for f in IMAGE_FORMATS if f in Image.OPEN]
+        reissue(path, caught)
 
 
 # A reduced JPEG decode keeps twice the shorter side asked for: DCT scaling filters like a box (1/8
@@ -363,10 +278,10 @@ class ViewSource(torch.utils.data.Dataset):
             return ImageSample(index=index, error=str(e))
         except Exception as e:   # anything else about one image is that image's error, not the run's
             name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
-            return ImageSample(index=index, error=f"{name}: cannot prepare its views: {_describe(e)}")
+            return ImageSample(index=index, error=f"{name}: cannot prepare its views: {describe_error(e)}")
 
     def _sample(self, index: int, item: ImageInput, n_random: int, seed: int) -> ImageSample:
-        if isinstance(item, _Unreadable):
+        if isinstance(item, Unreadable):
             return ImageSample(index=index, error=str(item))
         # a large JPEG is decoded at reduced size, never below the size kept for the views
         image = load_image(item, min_short_side=self.max_short_side, max_pixels=self.max_pixels)
@@ -378,21 +293,6 @@ class ViewSource(torch.utils.data.Dataset):
         boxes, flips = sample_views(array.shape[0], array.shape[1], n_random, image_seed(array, seed))
         pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
         return ImageSample(index=index, view0=view0, pixels=pixels, boxes=torch.from_numpy(boxes), flips=torch.from_numpy(flips))
-
-
-class _Unreadable(str):
-    """An input whose error was found before it went to a loader worker: the reason, as its item."""
-
-
-def _sendable(item: ImageInput) -> ImageInput:
-    """``item``, ready to travel to a loader worker: a PIL image opened lazily is decoded here (it is
-    pickled whole), and one whose decoder fails becomes that image's error, not a lost batch."""
-    if isinstance(item, Image.Image):
-        try:
-            item.load()
-        except Exception as e:
-            return _Unreadable(f"<{type(item).__name__}>: cannot decode: {_describe(e)}")
-    return item
 
 
 class _Requests(torch.utils.data.Sampler):
@@ -467,7 +367,7 @@ class ViewLoader:
             apart = ViewLoader(*self._args, persistent=False, max_pixels=self.max_pixels)
             yield from apart(items, n_random, seed, batch_size)
             return
-        keys = [(i, _sendable(item), n_random, seed) for i, item in enumerate(items)]
+        keys = [(i, sendable(item), n_random, seed) for i, item in enumerate(items)]
         start, batches = 0, []
         for size in batch_sizes(len(keys), max(1, batch_size), ramp=True):
             batches.append(keys[start : start + size])
