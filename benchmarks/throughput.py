@@ -417,16 +417,19 @@ def _duration(seconds: float) -> str:
 
 def estimate_seconds(backbone, device, args, images: int, batch_size: int, views: int, prompts: int,
                      dim: int) -> dict[str, float]:
-    """How long each stage of this run will take, from two measurements made now: one image's
-    views through the encoder, and the scorer on 100 classes (its cost grows with the classes)."""
+    """How long each stage of this run will take, from measurements made now: one image's views
+    through the encoder, the scorer on 1,000 classes and the literal loop on 100 (both grow about
+    linearly with the classes), a few prompts through the text encoder."""
     h, w = backbone.image_size
     pixels = torch.randn(views, 3, h, w, device=device).to(backbone.input_dtype)
     backbone.encode_images(pixels)   # warm-up
     image = timed(lambda: backbone.encode_images(pixels), device)
-    text = random_text_features(100, prompts, dim, device)
+    text = random_text_features(1000, prompts, dim, device)
     feats = random_image_features(2, views, dim, text)
     awt_scores_from_features(feats[:1], text, 100.0)   # warm-up
-    score_100 = timed(lambda: awt_scores_from_features(feats, text, 100.0), device) / 2
+    score_100 = timed(lambda: awt_scores_from_features(feats, text, 100.0), device) / 2 / 10
+    logits = 100.0 * torch.einsum("vd,cpd->vpc", feats[0], text[:100])
+    literal_100 = timed(lambda: paper_awt_scores_single(logits, 100.0), device)
     repeat = args.repeat
     n_batches = max(1, images // batch_size)
     stages = {}
@@ -446,7 +449,7 @@ def estimate_seconds(backbone, device, args, images: int, batch_size: int, views
         per_image = score_100 * classes / 100
         scorer += (2 * repeat + 1) * n * per_image              # from logits, from features, warm-up
         if classes <= 1000 and not args.skip_reference:
-            scorer += 2 * 4 * per_image * 10                    # the literal loop (about 10x slower), twice
+            scorer += 2 * 2 * literal_100 * classes / 100       # the literal loop, 2 images, twice
     stages["scorer"] = scorer
     stages["methods"] = len(awt.methods.method_names()) * batch * score_100 * args.method_classes / 100 * repeat / 4
     stages["total"] = sum(stages.values())
