@@ -450,6 +450,8 @@ def estimate_seconds(backbone, device, args, images: int, batch_size: int, views
         scorer += (2 * repeat + 1) * n * per_image              # from logits, from features, warm-up
         if classes <= 1000 and not args.skip_reference:
             scorer += 2 * 2 * literal_100 * classes / 100       # the literal loop, 2 images, twice
+    if device.type == "cpu" and not args.skip_memory and any(int(c) >= 10000 for c in args.scorer_classes.split(",") if c):
+        scorer += 20.0   # the memory check's fresh process (start-up, its own features)
     stages["scorer"] = scorer
     stages["methods"] = len(awt.methods.method_names()) * batch * score_100 * args.method_classes / 100 * repeat / 4
     stages["total"] = sum(stages.values())
