@@ -45,15 +45,17 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="awt-bad-inputs-"))
     world = World(root)
     print(f"# {len(cases)} cases against {args.root.resolve()} "
-          f"({'one process each' if args.fresh else 'forked from one server'}); work folder {root}", file=sys.stderr)
+          f"({'one process each' if args.fresh else 'forked from one server'}); work folder $W = {root}",
+          file=sys.stderr)
     started = time.perf_counter()
     rows = []
     try:
         world.build()
         print("| case | exit | s | message | verdict |\n|---|---:|---:|---|---|", flush=True)
+        shown = lambda text: text.replace(str(root), "$W")  # noqa: E731  (the work folder, named above)
         rows = run_cases(args.root.resolve(), world, cases, args.fresh, report=lambda c, r, v: print(
-            f"| {c.name} | {'-' if r.exit is None else r.exit} | {r.seconds:.1f} | {_cell(message_of(r), args.width)} "
-            f"| {_cell(v, 100)} |", flush=True))
+            f"| {c.name} | {'-' if r.exit is None else r.exit} | {r.seconds:.1f} "
+            f"| {_cell(shown(message_of(r)), args.width)} | {_cell(shown(v), 100)} |", flush=True))
     finally:
         world.unmount_all()
         if not args.keep:
