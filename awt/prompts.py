@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -14,7 +15,7 @@ import torch
 
 from . import defaults
 from .errors import AWTError
-from .files import atomic_torch_save
+from .files import WriteError, atomic_torch_save
 
 DEFAULT_TEMPLATE = defaults.TEMPLATE
 DEFAULT_DESCRIPTIONS = defaults.DESCRIPTIONS_PER_CLASS
@@ -147,8 +148,11 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
         mask[i, : len(p)] = True
     path = None
     if cache_dir is not None:
-        path = check_cache_dir(Path(cache_dir) / "text") / f"{text_cache_key(backbone.fingerprint, prompts)}.pt"
-        if path.is_file():
+        try:
+            path = check_cache_dir(Path(cache_dir) / "text") / f"{text_cache_key(backbone.fingerprint, prompts)}.pt"
+        except AWTError as e:   # the cache only saves time: go on without it
+            warnings.warn(f"{e}; the prompt embeddings are not cached this time")
+        if path is not None and path.is_file():
             try:
                 cached = torch.load(path, map_location="cpu", weights_only=True)
                 if cached.shape[:2] == mask.shape:
@@ -162,7 +166,10 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
     features = encoded.new_zeros(len(prompts), n_prompts, encoded.shape[-1])
     features[mask.to(encoded.device)] = encoded[index]
     if path is not None:
-        atomic_torch_save(features.cpu(), path)
+        try:
+            atomic_torch_save(features.cpu(), path)
+        except WriteError as e:   # the cache only saves time: go on without it
+            warnings.warn(f"{e}; the prompt embeddings are not cached this time")
     return features, mask.to(features.device)
 
 

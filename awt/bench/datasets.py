@@ -53,7 +53,7 @@ import numpy as np
 from ..errors import AWTError
 from ..files import read_lines
 from ..images import IMAGE_EXTENSIONS
-from .layouts import LAYOUTS, find_layout, guide_hint, known_folder
+from .layouts import LAYOUTS, explain_missing, find_layout, guide_hint, known_folder
 
 FORMATS = ("auto", "csv", "coop", "imagefolder", "imagenet", "fgvc-aircraft")
 _CLASSNAME_COLUMNS = ("classname", "classname_clip", "class_name", "class")

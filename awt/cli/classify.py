@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -13,6 +13,8 @@ import typer
 from .. import defaults
 from ..errors import AWTError
 from ..methods import METHODS
+from .interrupts import defer_interrupts
+from .text import json_line, printable
 
 def _methods_epilog(width: int = 78) -> str:
     """The registry's methods, one per entry, wrapped to ``width`` columns (``\\b``: kept as laid out)."""
@@ -118,38 +120,51 @@ def _print_results(clf, paths: list[str], top_k: int, method: str, batch_size: i
                    json_lines: bool, main: bool = True) -> None:
     from tqdm.auto import tqdm
 
+    from .. import distributed
     from ..classifier import iter_classify_ranks
 
     failed = done = 0
     shield = _Shield()
+    # smoothing 0: the rate is the mean since the pace was first measured (below), not a moving
+    # average that the first result's start-up (workers, the first encoding) would throw off
     bar = tqdm(total=len(paths), desc="images", unit="img", file=sys.stderr, disable=None if main else True,
-               dynamic_ncols=True, leave=False)
+               dynamic_ncols=True, leave=False, smoothing=0)
+    paced = False
     try:
         for result in iter_classify_ranks(clf, paths, top_k=top_k, method=method, batch_size=batch_size,
                                           num_workers=workers):
             with shield, tqdm.external_write_mode(file=sys.stdout):
                 if result.error is not None:
                     failed += 1
-                    print(f"error: {result.image}: {result.error}", file=sys.stderr)
+                    print(f"error: {printable(result.image)}: {printable(result.error)}", file=sys.stderr)
                     if json_lines:
-                        print(json.dumps({"image": result.image, "error": result.error}, ensure_ascii=False),
-                              flush=True)
+                        print(json_line({"image": result.image, "error": result.error}), flush=True)
                 elif json_lines:
                     preds = [{"class": p.name, "index": p.index, "score": round(p.score, 4)}
                              for p in result.predictions]
-                    print(json.dumps({"image": result.image, "predictions": preds}, ensure_ascii=False), flush=True)
+                    print(json_line({"image": result.image, "predictions": preds}), flush=True)
                 else:
-                    width = max(len(p.name) for p in result.predictions)
-                    lines = [result.image] + [f"  {rank:>2}. {p.name:<{width}}  {p.score:8.3f}"
-                                              for rank, p in enumerate(result.predictions, 1)]
+                    names = [printable(p.name) for p in result.predictions]
+                    width = max(map(len, names))
+                    lines = [printable(result.image)] + [f"  {rank:>2}. {name:<{width}}  {p.score:8.3f}"
+                                                         for rank, (name, p) in enumerate(zip(names, result.predictions), 1)]
                     print("\n".join(lines), flush=True)
                 done += 1
             bar.update(1)
+            if not paced:   # the time to the first result is start-up: the pace is measured from here on
+                bar.initial, bar.start_t, paced = bar.n, time.time(), True
+        defer_interrupts()   # every result is out: a Ctrl-C from here on meets only the teardown
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted after {done} of {len(paths)} images", file=sys.stderr)
         raise typer.Exit(130) from None
     bar.close()
+    if distributed.ranks().active:   # rank 0 saw every result; the others end with 0, before it
+        processes, failed = distributed.process_ids(), distributed.broadcast(failed)
+        if failed and not main:
+            return
+        if failed:
+            distributed.wait_for_exit(processes)
     if failed:
         print(f"{failed} of {len(paths)} input(s) could not be read", file=sys.stderr)
         raise typer.Exit(1)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..describe.generate import DescribeSettings
+from .text import printable
 
 _DEFAULT = DescribeSettings(classes=Path(), out=Path())  # the library's defaults, shown by --help
 
@@ -44,7 +45,7 @@ def describe(
         max_requests=max_requests, backoff=backoff, prompts=prompts,
     )
     try:
-        report = run_describe(settings, log=lambda m: typer.echo(m, err=True))
+        report = run_describe(settings, log=lambda m: typer.echo(printable(m), err=True))
     except DescribeInterrupted as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(130) from None
