@@ -25,12 +25,13 @@ transformers is imported here only, so only ``hf:`` models need it (``pip instal
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 
 from . import defaults
 from .backbone import NO_WEIGHTS, Backbone, weights_fingerprint
-from .errors import AWTError
+from .errors import AWTError, first_line
 
 PREFIX = "hf:"
 _CPU_ENCODE_CHUNK = 32
@@ -209,6 +210,63 @@ def _has_weights(path: Path) -> bool:
     return any((path / f).is_file() for f in _WEIGHT_FILES)
 
 
+# What save_pretrained writes for a tokenizer (besides tokenizer_config.json, which alone is not one)
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model", "tokenizer.model",
+                    "sentencepiece.bpe.model", "vocab.model")
+# Two prompts that differ in one word: a working tokenizer gives them different tokens
+_PROBES = ("a photo of a cat.", "a photo of a dog.")
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / f).is_file() for f in _TOKENIZER_FILES) or any(path.glob("*.model"))
+
+
+def _check_tokenizer(model: str, tokenizer: Any) -> None:
+    """Refuse a tokenizer that gives every text the same tokens (built without its vocabulary):
+    every class would get the same score."""
+    try:
+        ids = [list(tokenizer(t)["input_ids"]) for t in _PROBES]
+    except Exception as e:
+        raise AWTError(f"model {model}: its tokenizer fails on plain text ({first_line(e)})") from None
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    words = [[i for i in seq if i not in special] for seq in ids]
+    if ids[0] == ids[1] or not all(words):
+        raise AWTError(f"model {model}: its tokenizer is degenerate: it gives {_PROBES[0]!r} and {_PROBES[1]!r} "
+                       f"{'the same tokens' if ids[0] == ids[1] else 'no word tokens'} (every class would get the "
+                       "same score); save the tokenizer with the model (processor.save_pretrained)")
+
+
+
+@contextlib.contextmanager
+def _quiet(transformers) -> Iterator[None]:
+    """transformers' own log lines and progress bars off while a model loads: they would repeat, as
+    warnings or bars on stderr, what an error here says in one line (or nothing the user can act on)."""
+    logging = transformers.utils.logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()   # one line per tensor group on stderr otherwise
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _remote_kwargs(model: str, source: str, revision: str | None, cache_dir: str | os.PathLike | None) -> dict:
+    """``local_files_only`` when the Hub cannot be reached but the model is cached; an AWTError in
+    seconds when it is neither (rather than the hub client's minute of retries)."""
+    from . import hub
+
+    why = hub.unreachable_reason()
+    if why is None:
+        return {}
+    if hub.cached(source, "config.json", cache_dir, revision):
+        return {"local_files_only": True}
+    raise AWTError(f"model {model}: not in the local Hugging Face cache and {why}; download it once with internet, "
+                   "or save it with save_pretrained elsewhere and load the folder (hf:/path/to/dir)")
+
+
 def _load_processor(transformers, source: str, kwargs: dict) -> tuple[Any, Any]:
     """(tokenizer, image processor) of a model: its processor, else the two loaded apart."""
     try:
@@ -243,7 +301,6 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
     ``pretrained``: the Hub revision (branch, tag or commit); ``None`` or ``openai`` (the command
     line's default) for the default branch; ``none`` for random weights built from the config.
     """
-    transformers = _import_transformers()
     source = model[len(PREFIX):]
     if not source:
         raise AWTError("hf: needs a model: hf:ORG/REPO or hf:/path/to/dir")
@@ -255,47 +312,58 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
         raise AWTError(f"model {model}: folder {source} not found (hf: takes ORG/REPO or a folder from save_pretrained)")
     tag = None if pretrained is None else str(pretrained)
     random_weights = tag is not None and tag.lower() in NO_WEIGHTS
+    if is_local and not (tag is None or random_weights or tag == defaults.PRETRAINED):
+        raise AWTError(f"model {model}: a folder holds one version of a model; pretrained {tag!r} (a Hub revision) "
+                       "does not apply to it")
     revision = None if tag is None or random_weights or tag == defaults.PRETRAINED or is_local else tag
     kwargs: dict[str, Any] = {"cache_dir": None if cache_dir is None else str(cache_dir)}
     if revision is not None:
         kwargs["revision"] = revision
+    if not is_local:
+        kwargs.update(_remote_kwargs(model, source, revision, cache_dir))
+    transformers = _import_transformers()
     try:
-        config = transformers.AutoConfig.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as e:
-        raise AWTError(f"model {model}: {str(e).splitlines()[0]}") from None
+        with _quiet(transformers):
+            config = transformers.AutoConfig.from_pretrained(source, **kwargs)
+    except Exception as e:
+        raise AWTError(f"model {model}: {first_line(e)}") from None
     model_type = getattr(config, "model_type", "")
     family = FAMILIES.get(model_type)
     if family is None:
         arch = ", ".join(getattr(config, "architectures", None) or []) or f"model type {model_type!r}"
         raise AWTError(f"model {model}: {arch} is not a supported dual encoder; supported families: "
                        + ", ".join(f.name for f in FAMILIES.values()))
+    if is_local and not random_weights and not _has_weights(local):
+        raise AWTError(f"model {model}: no weights in {local} ({' or '.join(_WEIGHT_FILES[::2])}); a model without "
+                       "weights is random, and random weights must be asked for (pretrained 'none')")
+    if is_local and not _has_tokenizer(local):
+        raise AWTError(f"model {model}: no tokenizer in {local} ({', '.join(_TOKENIZER_FILES[:4])}, ...); save the "
+                       "processor beside the model (processor.save_pretrained)")
     retrieval = model_type == "blip" and "BlipForImageTextRetrieval" in (getattr(config, "architectures", None) or [])
     cls = transformers.BlipForImageTextRetrieval if retrieval else transformers.AutoModel
-    if is_local and not random_weights and not _has_weights(local):
-        random_weights = True
-    if random_weights:
-        warnings.warn(f"{model}: no pretrained weights, using a randomly initialised model "
-                      "(predictions are meaningless; fine for tests and speed measurements)", stacklevel=3)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()   # one line per tensor group on stderr otherwise
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*BlipModel.*deprecated.*")
-            if random_weights:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(0)
-                    net = (cls.from_config(config) if cls is transformers.AutoModel else cls(config)).to(dtype)
-            else:
-                net = cls.from_pretrained(source, dtype=dtype, **kwargs) if _accepts_dtype(transformers) \
-                    else cls.from_pretrained(source, torch_dtype=dtype, **kwargs)
-        tokenizer, image_processor = _load_processor(transformers, source, kwargs)
-    except (OSError, ValueError) as e:
-        raise AWTError(f"model {model}: {str(e).splitlines()[0]}; without internet, save the model with "
-                       "save_pretrained elsewhere and pass hf:/path/to/dir") from None
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
+    with _quiet(transformers):
+        try:
+            tokenizer, image_processor = _load_processor(transformers, source, kwargs)
+        except Exception as e:
+            raise AWTError(f"model {model}: cannot load its tokenizer or image processor: {first_line(e)}") from None
+        _check_tokenizer(model, tokenizer)
+        if random_weights:
+            warnings.warn(f"{model}: no pretrained weights, using a randomly initialised model "
+                          "(predictions are meaningless; fine for tests and speed measurements)", stacklevel=3)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*BlipModel.*deprecated.*")
+                if random_weights:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(0)
+                        net = (cls.from_config(config) if cls is transformers.AutoModel else cls(config)).to(dtype)
+                else:
+                    net = cls.from_pretrained(source, dtype=dtype, **kwargs) if _accepts_dtype(transformers) \
+                        else cls.from_pretrained(source, torch_dtype=dtype, **kwargs)
+        except Exception as e:
+            where = next((f for f in _WEIGHT_FILES if (local / f).is_file()), "weights") if is_local else "weights"
+            raise AWTError(f"model {model}: cannot load its weights ({where}): {first_line(e)}") from None
     net.to(device).eval()
 
     patch = None

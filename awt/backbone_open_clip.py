@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+from urllib.parse import urlsplit
 
 import torch
 import torch.nn.functional as F
 
 from .backbone import NO_WEIGHTS, Backbone, weights_fingerprint
-from .errors import AWTError
+from .errors import AWTError, first_line
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 _CPU_ENCODE_CHUNK = 32
@@ -107,61 +109,132 @@ def _encode_rows(encode: Callable, pixels: torch.Tensor) -> torch.Tensor:
 
 
 _HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip asks the hub for
+# What open_clip reads from a local-dir: folder as its weights (open_clip.factory._find_checkpoint_in_dir)
+_LOCAL_DIR_SUFFIXES = (".safetensors", ".bin", ".pth")
 
 
 def _weights_cached(cfg: dict, cache_dir: str | os.PathLike | None) -> bool:
     """Whether open_clip will find these pretrained weights on disk, without the network."""
+    from . import hub
+
     if cfg.get("file"):
         return os.path.isfile(cfg["file"])
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = os.path.split(hub)
-        for name in (filename,) if filename else _HUB_FILES:
-            if isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str):
-                return True
-        return False
+    repo = cfg.get("hf_hub", "")
+    if repo:
+        repo, filename = os.path.split(repo)
+        return any(hub.cached(repo, name, cache_dir) for name in ((filename,) if filename else _HUB_FILES))
     url = cfg.get("url", "")
     folder = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "clip"
     return bool(url) and (folder / os.path.basename(url)).is_file()
-
-
-def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    import socket
-
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def check_weights_available(model: str, tag: str, cache_dir: str | os.PathLike | None) -> None:
     """Fail in seconds, with one line, when pretrained weights are neither on disk nor reachable
     (rather than after the hub client's minute of retries)."""
     import open_clip
-    from urllib.parse import urlsplit
+
+    from . import hub
 
     cfg = open_clip.get_pretrained_cfg(model.replace("/", "-"), tag)
     if not cfg or _weights_cached(cfg, cache_dir):
         return
-    hub = bool(cfg.get("hf_hub"))
-    if hub and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        reachable, where = False, "HF_HUB_OFFLINE is set"
+    if cfg.get("hf_hub"):
+        where = hub.unreachable_reason()
     else:
-        host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co") if hub else cfg["url"]).hostname
-        reachable, where = _host_reachable(host), f"{host} cannot be reached"
-    if not reachable:
+        where = None if hub.host_reachable(cfg["url"]) else f"{urlsplit(cfg['url']).hostname} cannot be reached"
+    if where is not None:
         raise AWTError(
             f"model {model}: pretrained weights {tag!r} are not in the local cache and {where}; download them "
             "once with internet (any awt command does), or pass --pretrained /path/to/checkpoint "
             "(see 'Offline' in the README)")
 
 
-def _local_dir_has_checkpoint(model_name: str) -> bool:
-    path = Path(model_name[len("local-dir:"):])
-    return path.is_dir() and any(p.suffix in CHECKPOINT_SUFFIXES for p in path.iterdir())
+def _check_hub_repo(model: str, cache_dir: str | os.PathLike | None) -> bool:
+    """For ``hf-hub:ORG/REPO``: True when the Hub cannot be reached but the repository is cached (load
+    it offline), False when the Hub can be reached; an AWTError in seconds when it is neither."""
+    from . import hub
+
+    why = hub.unreachable_reason()
+    if why is None:
+        return False
+    repo = model[len("hf-hub:"):]
+    if hub.cached(repo, "open_clip_config.json", cache_dir):
+        return True
+    raise AWTError(f"model {model}: not in the local Hugging Face cache and {why}; download it once with internet, "
+                   "or copy the repository's files to a folder and load it as local-dir:PATH")
+
+
+def _local_dir_config(model: str) -> tuple[Path, str | None]:
+    """The folder of ``local-dir:PATH`` and its checkpoint's name (None: random weights), after the
+    checks that open_clip would fail with a traceback or a misleading warning."""
+    import json
+
+    folder = Path(model[len("local-dir:"):]).expanduser()
+    config = folder / "open_clip_config.json"
+    if not folder.is_dir():
+        raise AWTError(f"model {model}: folder {folder} not found")
+    if not config.is_file():
+        raise AWTError(f"model {model}: {config} not found (a local-dir: folder holds open_clip_config.json and, "
+                       "optionally, the weights)")
+    try:
+        doc = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise AWTError(f"model {model}: {config} is not readable JSON ({first_line(e)})") from None
+    cfg = doc.get("model_cfg") if isinstance(doc, dict) else None
+    if not isinstance(cfg, dict):
+        raise AWTError(f"model {model}: {config} has no 'model_cfg' mapping (an open_clip model config: embed_dim, "
+                       "vision_cfg, text_cfg)")
+    from dataclasses import fields
+
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    for part, cls in (("vision_cfg", CLIPVisionCfg), ("text_cfg", CLIPTextCfg)):
+        known = [f.name for f in fields(cls)]
+        sub = cfg.get(part)
+        if not isinstance(sub, dict):
+            raise AWTError(f"model {model}: {config}: model_cfg has no '{part}' mapping")
+        unknown = sorted(set(sub) - set(known))
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            raise AWTError(f"model {model}: {config}: model_cfg.{part}: unknown key {unknown[0]!r}"
+                           + (f" (did you mean {close[0]!r}?)" if close else f" (open_clip knows: {', '.join(known)})"))
+    checkpoints = sorted(p.name for p in folder.iterdir() if p.suffix in _LOCAL_DIR_SUFFIXES and p.is_file())
+    return folder, (checkpoints[0] if checkpoints else None)
+
+
+
+def _checkpoint_problem(path: str) -> str | None:
+    """What is wrong with a checkpoint file that can be told from its first bytes, or None: a
+    PyTorch file is a zip archive (or a pickle, before torch 1.6), a safetensors file a header
+    length and a JSON header, a big_vision one a NumPy file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    if not head:
+        return "the file is empty"
+    if head.startswith((b"PK\x03\x04", b"\x80", b"\x93NUMPY")):
+        return None
+    if len(head) > 8 and head[8:9] == b"{":   # safetensors: u64 header size, then '{'
+        return None
+    return "not a PyTorch or safetensors checkpoint"
+
+
+def _load_failure(model: str, checkpoint: str | None, error: Exception) -> AWTError:
+    """One line for whatever open_clip raised while building ``model`` and reading its weights."""
+    reason = first_line(error)
+    if checkpoint is None:
+        if isinstance(error, (KeyError, TypeError)):   # a config key missing, or one open_clip does not know
+            reason = f"its config does not describe an open_clip model ({type(error).__name__}: {reason})"
+        return AWTError(f"model {model}: {reason}")
+    if "safetensor" in type(error).__name__.lower() or "zip archive" in reason or "invalid load key" in reason:
+        reason = f"the file is damaged or truncated ({reason})"
+    elif isinstance(error, (RuntimeError, AssertionError, KeyError, ValueError)):
+        reason = f"its weights do not fit this model (another architecture?): {reason}"
+    return AWTError(f"model {model}: cannot load checkpoint {checkpoint}: {reason}")
 
 
 def load(model: str, pretrained: str | None, device: torch.device, precision: str,
@@ -170,48 +243,73 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
 
     ``model``: ``ViT-B-16``, ``hf-hub:org/repo`` or ``local-dir:/path`` (config + optional
     checkpoint); ``pretrained``: a tag from ``open_clip.list_pretrained()``, a checkpoint file, or
-    ``none`` for random weights (seeded, so runs are reproducible); ignored with a schema.
+    ``none`` for random weights (seeded, so runs are reproducible). A model with a schema takes its
+    weights from its folder or repository: another ``pretrained`` than the default or ``none`` is refused.
     """
     import open_clip
 
+    from . import defaults, hub
+
     schema = next((s for s in ("local-dir:", "hf-hub:") if model.startswith(s)), None)
     tag = None if pretrained is None or str(pretrained).lower() in NO_WEIGHTS else str(pretrained)
+    checkpoint = None
+    offline = False
     if schema is not None:
+        if tag is not None and tag != defaults.PRETRAINED:
+            raise AWTError(f"model {model}: a {schema} model takes its weights from its "
+                           f"{'folder' if schema == 'local-dir:' else 'repository'}; pretrained {tag!r} would be "
+                           "ignored (put the checkpoint in the folder as open_clip_model.safetensors, or load it "
+                           "with the model's name)")
         tag = None
-        random_weights = schema == "local-dir:" and not _local_dir_has_checkpoint(model)
+        if schema == "local-dir:":
+            folder, found = _local_dir_config(model)
+            checkpoint = None if found is None else str(folder / found)
+            random_weights = found is None
+            ignored = [p.name for p in folder.glob("*.pt")] if random_weights else []
+        else:
+            offline = _check_hub_repo(model, cache_dir)
+            random_weights, ignored = False, []
     else:
         if model.replace("/", "-") not in open_clip.list_models():
             raise AWTError(f"unknown model {model!r}: not an open_clip model name (see `awt models`), "
                            "and not hf-hub:ORG/REPO or local-dir:PATH")
+        if tag is not None and os.path.isdir(tag):
+            raise AWTError(f"model {model}: pretrained {tag!r} is a directory, not a checkpoint file (a folder with "
+                           "open_clip_config.json and weights loads as local-dir:PATH)")
         if tag is not None and not os.path.isfile(tag):
             known = open_clip.list_pretrained_tags_by_model(model.replace("/", "-"))
             if tag not in known:
                 looks_like_path = os.sep in tag or tag.endswith(CHECKPOINT_SUFFIXES)
                 what = "checkpoint file not found" if looks_like_path else f"unknown pretrained tag (known: {', '.join(known) or 'none'})"
                 raise AWTError(f"model {model}: {what}: {tag!r}")
-        random_weights = tag is None
+        if tag is not None and os.path.isfile(tag):
+            checkpoint = tag
+        random_weights, ignored = tag is None, []
 
+    if checkpoint is not None:
+        problem = _checkpoint_problem(checkpoint)
+        if problem:
+            raise AWTError(f"model {model}: cannot load checkpoint {checkpoint}: {problem}")
     if tag is not None and not os.path.isfile(tag):
         check_weights_available(model, tag, cache_dir)
-    if random_weights:
-        warnings.warn(f"{model}: no pretrained weights, using a randomly initialised model "
-                      "(predictions are meaningless; fine for tests and speed measurements)", stacklevel=3)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), (hub.offline() if offline else contextlib.nullcontext()):
             torch.manual_seed(0)  # a weightless model is the same model on every run
             net, _, preprocess = open_clip.create_model_and_transforms(
                 model, pretrained=tag, precision="fp32" if precision.startswith("amp") else precision,
                 device=device, cache_dir=None if cache_dir is None else str(cache_dir),
             )
-    except (FileNotFoundError, ValueError) as e:
-        raise AWTError(f"model {model}: {e}") from None
-    except RuntimeError as e:
-        if tag is not None and not os.path.isfile(tag):
+    except Exception as e:
+        if tag is not None and checkpoint is None and isinstance(e, RuntimeError):
             raise AWTError(
-                f"model {model}: could not download pretrained weights {tag!r} ({str(e).splitlines()[0]}); "
+                f"model {model}: could not download pretrained weights {tag!r} ({first_line(e)}); "
                 f"without internet, download them elsewhere and pass --pretrained /path/to/checkpoint "
                 f"or --model local-dir:/path/to/dir") from None
-        raise AWTError(f"model {model}: {str(e).splitlines()[0]}") from None
+        raise _load_failure(model, checkpoint, e) from None
+    if random_weights:   # said once the model is built: no warning before an error
+        note = f" ({', '.join(ignored)}: open_clip reads .safetensors, .bin or .pth files here)" if ignored else ""
+        warnings.warn(f"{model}: no pretrained weights, using a randomly initialised model{note} "
+                      "(predictions are meaningless; fine for tests and speed measurements)", stacklevel=3)
     net.eval()
     cfg = open_clip.get_model_preprocess_cfg(net)
     size = cfg.get("size", 224)

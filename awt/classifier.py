@@ -17,6 +17,7 @@ import torch
 
 from . import defaults, distributed
 from .backbone import Backbone, create_backbone
+from .errors import AWTError
 from .images import ImageInput
 from .methods import get_method, score
 from .prompts import ClassPrompts, encode_classes
@@ -44,6 +45,10 @@ class ImageResult:
             return {"image": self.image, "error": self.error}
         return {"image": self.image, "predictions": [{"class": p.name, "index": p.index, "score": round(p.score, 4)}
                                                       for p in self.predictions or []]}
+
+
+_NOT_FINITE = ("its class scores are not finite (NaN or inf), so no ranking can be given: the model's features are "
+               "broken (NaN in its weights, or a precision that overflows)")
 
 
 def _describe_input(item: ImageInput) -> str:
@@ -120,18 +125,25 @@ class AWTClassifier:
 
     def predict(self, image_features: torch.Tensor, top_k: int = defaults.TOP_K,
                 method: str | None = None) -> list[list[Prediction]]:
-        """Ranked predictions, best first, for each image of (batch, views, dim) features."""
-        values, indices = self._top_k(image_features, top_k, method)
+        """Ranked predictions, best first, for each image of (batch, views, dim) features. Scores
+        that are not finite are an AWTError: a NaN is never ranked."""
+        values, indices, finite = self._top_k(image_features, top_k, method)
         if self.text_features.is_cuda:
             torch.cuda.current_stream(self.text_features.device).synchronize()
+        if not bool(finite.all()):
+            raise AWTError(f"image {int((~finite).nonzero()[0])} of the batch: {_NOT_FINITE}")
         return self._predictions(values, indices)
 
-    def _top_k(self, image_features: torch.Tensor, top_k: int, method: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch, k) best scores and their class indices; from a GPU, on their way to pinned host
-        memory (read them after the current stream's work is done)."""
+    def _top_k(self, image_features: torch.Tensor, top_k: int,
+               method: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch, k) best scores, their class indices and (batch,) whether all of an image's scores
+        are finite; from a GPU, on their way to pinned host memory (read them after the current
+        stream's work is done)."""
         scores = self.scores(image_features, method)
         values, indices = scores.topk(max(1, min(top_k, scores.shape[1])), dim=1)
-        return values.to("cpu", non_blocking=True), indices.to("cpu", non_blocking=True)
+        finite = torch.isfinite(scores).all(1)
+        return (values.to("cpu", non_blocking=True), indices.to("cpu", non_blocking=True),
+                finite.to("cpu", non_blocking=True))
 
     def _predictions(self, values: torch.Tensor, indices: torch.Tensor) -> list[list[Prediction]]:
         return [[Prediction(i, self.classnames[i], float(v)) for i, v in zip(idx, val)]
@@ -181,9 +193,11 @@ class AWTClassifier:
 
         def collect(keep: int) -> None:
             while len(in_flight) > keep:
-                indices, values, classes, copied = in_flight.pop(0)
+                indices, values, classes, finite, copied = in_flight.pop(0)
                 if copied is not None:
                     copied.synchronize()
+                if not bool(finite.all()):
+                    raise AWTError(f"{results[indices[int((~finite).nonzero()[0])]].image}: {_NOT_FINITE}")
                 for index, preds in zip(indices, self._predictions(values, classes)):
                     results[index].predictions = preds
                     done[index] = True
@@ -191,6 +205,8 @@ class AWTClassifier:
         def close_batch() -> None:
             ready.append((pending[:], _record_event(device)))
             pending.clear()
+
+        closed = 0   # batches scored so far: the first are 1, 2, 4, ... images, so results come from the start
 
         stream = self.iter_image_features(images, batch_size, num_workers, views=m.views_used(self.spec.views))
         try:
@@ -204,8 +220,9 @@ class AWTClassifier:
                     collect(keep=1)
                 if batch.indices:
                     pending.append(batch)
-                    if sum(len(fb.indices) for fb in pending) >= batch_size:
+                    if sum(len(fb.indices) for fb in pending) >= min(batch_size, 1 << closed):
                         close_batch()
+                        closed += 1
                         if side is None:  # nothing to overlap with: score it now, show it sooner
                             launch()
                             collect(keep=0)

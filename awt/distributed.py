@@ -123,6 +123,44 @@ def gather(value: Any) -> list[Any] | None:
     return out
 
 
+def process_ids() -> list[tuple[str, int]] | None:
+    """Every rank's (host name, process id), in rank order, on rank 0 (None on the others)."""
+    import socket
+
+    return gather((socket.gethostname(), os.getpid()))
+
+
+def wait_for_exit(processes: Sequence[tuple[str, int]], timeout: float = 10.0) -> None:
+    """Wait (at most ``timeout`` seconds) until the other processes of this host in ``processes``
+    have exited: a rank that ends with an error status after its peers have ended with 0 is reported
+    by torchrun as the one failure it is, not as a failure that had the others killed (SIGTERM)."""
+    import socket
+    import time
+
+    me, host = os.getpid(), socket.gethostname()
+    waiting = [pid for h, pid in processes if h == host and pid != me]
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        waiting = [pid for pid in waiting if _running(pid)]
+        if waiting:
+            time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:   # gone, or no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return not os.path.exists("/proc")
+
+
 def finish() -> None:
     """Leave the process group (at the end of a command)."""
     global _RANKS

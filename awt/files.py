@@ -12,27 +12,72 @@ from . import defaults
 from .errors import AWTError
 
 
+class WriteError(AWTError, OSError):
+    """A file could not be written (a full disk, a read-only folder, ...); the old file, if any, is
+    intact. An OSError too, for callers that catch those."""
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` so that it is either the old file or the whole new one.
 
     ``write`` fills a temporary file in the same folder, which is flushed, fsynced and renamed over
     ``path``; the folder is then fsynced so that the rename itself survives a crash. The file gets
-    the usual permissions (0o666 less the umask), not the owner-only ones of ``mkstemp``.
+    the usual permissions (0o666 less the umask), not the owner-only ones of ``mkstemp``. A failure
+    of the file system (full, read-only, no permission) is a :class:`WriteError` naming ``path``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise WriteError(f"cannot write {target}: {_reason(e)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {target}: {_reason(e)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def check_folder(path: str | os.PathLike, what: str) -> Path:
+    """Create ``path`` if needed and make sure files can be written into it (a small file is written
+    and removed: a full disk fails here, before the work whose results would go there). An AWTError
+    naming the folder and ``what`` it is for otherwise."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise AWTError(f"{folder}: the {what} is a file, not a folder") from None
+    except OSError as e:
+        raise AWTError(f"{folder}: cannot create the {what}: {_reason(e)}") from None
+    if not folder.is_dir():
+        raise AWTError(f"{folder}: the {what} is not a folder")
+    probe = folder / f".awt-write-test.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise AWTError(f"{folder}: cannot write into the {what}: {_reason(e)}") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return folder
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

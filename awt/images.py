@@ -17,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import defaults
 from .augment import PackedViews, image_seed, pack_views, sample_views
 from .errors import AWTError
+from .image_files import (NotRegularFile, Unreadable, describe_error, formats, open_regular, reissue, sendable,
+                          stderr_as_warnings, without_bytes)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 ImageInput = Union[str, os.PathLike, Image.Image]
@@ -111,7 +113,8 @@ def _reason(error: OSError) -> str:
 def load_image(source: ImageInput, min_short_side: int | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS, exif_transpose: bool = True) -> Image.Image:
     """Decode an image upright (EXIF orientation), as RGB (see :func:`to_rgb`). Raises ImageError
-    with the reason.
+    with the reason, whatever the decoder raised; only regular files in image formats are decoded,
+    and the decoder's warnings are said again with the path (:mod:`awt.image_files`).
 
     Args:
         min_short_side: the shorter side the caller needs at least. A JPEG at least four times as
@@ -123,10 +126,17 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
         exif_transpose: apply the EXIF orientation (``False``: the pixels as stored).
     """
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(source) if exif_transpose else source)
+        try:
+            return to_rgb(ImageOps.exif_transpose(source) if exif_transpose else source)
+        except Exception as e:   # an opened image decodes lazily: its decoder may fail here
+            raise ImageError(f"<{type(source).__name__}>: cannot decode: {describe_error(e)}") from None
     path = os.fspath(source)
     try:
-        fp = open(path, "rb")
+        fp = open_regular(path)
+    except NotRegularFile as e:
+        raise ImageError(f"{path}: not a regular file ({e})") from None
+    except ValueError as e:   # a NUL byte in the path
+        raise ImageError(f"{path!r}: cannot open: {e}") from None
     except OSError as e:
         if os.path.isdir(path):  # find_images keeps the directories it cannot read
             try:
@@ -146,37 +156,45 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
                 fp.seek(0)
             with _pil_limit_off():
                 return _decode(fp, path, min_short_side, max_pixels, exif_transpose)
+        except ImageError:
+            raise
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not an image (or an unsupported format)") from None
         except OSError as e:
             if e.errno is not None:
                 raise ImageError(f"{path}: cannot read: {_reason(e)}") from None
             reason = str(e) or type(e).__name__
-            reason = "truncated image file" if "truncated" in reason else reason
+            reason = "truncated image file" if "truncated" in reason else without_bytes(reason)
             raise ImageError(f"{path}: cannot decode: {reason}") from None
-        except (SyntaxError, ValueError, MemoryError) as e:
-            raise ImageError(f"{path}: cannot decode: {str(e) or type(e).__name__}") from None
+        except Exception as e:   # whatever else a decoder raises is this image's error, not the run's
+            raise ImageError(f"{path}: cannot decode: {describe_error(e)}") from None
 
 
 def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None,
             exif_transpose: bool = True) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
-        with Image.open(fp) as im:
-            w, h = im.size
-            if max_pixels is not None and w * h > max_pixels:  # before any decoding
-                mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
-                raise ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} pixels "
-                                 "(a possible decompression bomb; raise the limit with --max-pixels)")
-            if min_short_side is not None and im.format in ("JPEG", "MPO"):
-                for s in (8, 4, 2):  # decodes to ceil(w / s) x ceil(h / s)
-                    if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:
-                        im.draft(im.mode, (w // s, h // s))
-                        break
-            im.load()
-            if exif_transpose:
-                ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright image
-            return to_rgb(im)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
+            with Image.open(fp, formats=formats()) as im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:  # before any decoding
+                    mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
+                    raise ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} "
+                                     "pixels (a possible decompression bomb; raise the limit with --max-pixels)")
+                if min_short_side is not None and im.format in ("JPEG", "MPO"):
+                    for s in (8, 4, 2):  # decodes to ceil(w / s) x ceil(h / s)
+                        if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:
+                            im.draft(im.mode, (w // s, h // s))
+                            break
+                with stderr_as_warnings() if im.format == "TIFF" else contextlib.nullcontext():
+                    im.load()
+                if exif_transpose:
+                    ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright image
+                return to_rgb(im)
+    finally:   # the decoder's warnings, once each, with the file they are about
+        reissue(path, caught)
 
 
 # A reduced JPEG decode keeps twice the shorter side asked for: DCT scaling filters like a box (1/8
@@ -286,13 +304,21 @@ class ViewSource(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, ImageInput, int, int]) -> ImageSample:
         index, item, n_random, seed = key
-        d = self.decoding
         try:
-            # a large JPEG is decoded at reduced size, never below the size kept for the views
-            image = load_image(item, min_short_side=self.max_short_side if d.draft else None,
-                               max_pixels=d.max_pixels, exif_transpose=d.exif_transpose)
+            return self._sample(index, item, n_random, seed)
         except ImageError as e:
             return ImageSample(index=index, error=str(e))
+        except Exception as e:   # anything else about one image is that image's error, not the run's
+            name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
+            return ImageSample(index=index, error=f"{name}: cannot prepare its views: {describe_error(e)}")
+
+    def _sample(self, index: int, item: ImageInput, n_random: int, seed: int) -> ImageSample:
+        if isinstance(item, Unreadable):
+            return ImageSample(index=index, error=str(item))
+        d = self.decoding
+        # a large JPEG is decoded at reduced size, never below the size kept for the views
+        image = load_image(item, min_short_side=self.max_short_side if d.draft else None,
+                           max_pixels=d.max_pixels, exif_transpose=d.exif_transpose)
         view0 = self.preprocess(image)
         if n_random == 0:
             return ImageSample(index=index, view0=view0)
@@ -319,7 +345,8 @@ class _Requests(torch.utils.data.Sampler):
 
 def batch_sizes(total: int, batch_size: int, ramp: bool) -> list[int]:
     """Batch sizes for ``total`` images: ``batch_size`` each, after 1, 2, 4, ... when ``ramp``
-    (parallel workers then hand over the first images within one image's decoding time)."""
+    (the first images are then handed over, encoded and shown within one image's time, with or
+    without parallel workers)."""
     sizes, done, size = [], 0, 1 if ramp else batch_size
     while done < total:
         sizes.append(min(size, batch_size, total - done))
@@ -375,9 +402,9 @@ class ViewLoader:
             apart = ViewLoader(*self._args, persistent=False, decoding=self.decoding)
             yield from apart(items, n_random, seed, batch_size)
             return
-        keys = [(i, item, n_random, seed) for i, item in enumerate(items)]
+        keys = [(i, sendable(item), n_random, seed) for i, item in enumerate(items)]
         start, batches = 0, []
-        for size in batch_sizes(len(keys), max(1, batch_size), ramp=self.num_workers > 0):
+        for size in batch_sizes(len(keys), max(1, batch_size), ramp=True):
             batches.append(keys[start : start + size])
             start += size
         self._busy = True

@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .files import atomic_torch_save, check_cache_dir
+from .errors import AWTError
+from .files import WriteError, atomic_torch_save, check_cache_dir
 from .progress import progress_bar
+
+_log = logging.getLogger(__name__)
 
 
 def text_cache_key(fingerprint: str, prompts: Sequence[Sequence[str]]) -> str:
@@ -41,8 +45,11 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
         mask[i, : len(p)] = True
     path = None
     if cache_dir is not None:
-        path = check_cache_dir(Path(cache_dir) / "text") / f"{text_cache_key(backbone.fingerprint, prompts)}.pt"
-        if path.is_file():
+        try:
+            path = check_cache_dir(Path(cache_dir) / "text") / f"{text_cache_key(backbone.fingerprint, prompts)}.pt"
+        except AWTError as e:   # the cache only saves time: go on without it
+            _log.warning(f"{e}; the prompt embeddings are not cached this time")
+        if path is not None and path.is_file():
             try:
                 cached = torch.load(path, map_location="cpu", weights_only=True)
                 if cached.shape[:2] == mask.shape:
@@ -56,7 +63,10 @@ def encode_prompts(backbone, prompts: Sequence[Sequence[str]], cache_dir: str | 
     features = encoded.new_zeros(len(prompts), n_prompts, encoded.shape[-1])
     features[mask.to(encoded.device)] = encoded[index]
     if path is not None:
-        atomic_torch_save(features.cpu(), path)
+        try:
+            atomic_torch_save(features.cpu(), path)
+        except WriteError as e:   # the cache only saves time: go on without it
+            _log.warning(f"{e}; the prompt embeddings are not cached this time")
     return features, mask.to(features.device)
 
 

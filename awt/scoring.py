@@ -8,11 +8,13 @@ shifts every class equally, so it is left out of the transport (and of the score
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from .errors import SettingError
 from .transport import sinkhorn
 from .weighting import image_weights, prompt_weights
 
@@ -27,6 +29,17 @@ class AWTConfig:
     max_iter: int = 100
     tol: float = 1e-2
     uniform_weights: bool = field(default=False, metadata={"config": False})  # the 'awt-uniform' method
+
+    def __post_init__(self) -> None:
+        """Refuse what the scorer cannot compute with (a SettingError naming the field and the value):
+        temperatures and epsilon divide, and an epsilon under 1e-3 underflows the float32 kernel
+        ``exp((cos - 1) / epsilon)`` to zero for any cosine below 0.9, so every score would be NaN."""
+        for key, low in (("image_temperature", 1e-6), ("text_temperature", 1e-6), ("epsilon", 1e-3), ("tol", 0.0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+                raise SettingError(key, value, f"a finite number >= {low:g}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise SettingError("max_iter", self.max_iter, "a whole number >= 1")
 
 
 # Elements of the (images, classes, views, prompts) kernel held at once, and of one temporary

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import awt
+import awt.methods
 from awt.backbone import create_backbone, resolve_device
 from awt.classifier import AWTClassifier
 from awt.spec import ClassifierSpec
@@ -329,6 +330,12 @@ def main() -> None:
     # Class prompts: random unit embeddings of the right shape. Encoding M+1 prompts per class is a
     # one-off cost per class set (cached on disk in real use) and does not touch the image side.
     dim = backbone.encode_texts(["a photo of a cat."]).shape[-1]
+    started = time.perf_counter()
+    estimate = estimate_seconds(backbone, device, args, len(files), batch_size, views, prompts, dim)
+    print("  this run: about " + ", ".join(f"{k} {_duration(v)}" for k, v in estimate.items() if k != "total")
+          + f"; {_duration(estimate['total'])} in all on this machine, from a one-image calibration"
+          + ("" if estimate["total"] < 120 else " (--skip-naive, --scorer-classes 100,1000, --skip-prompts shorten it)"),
+          flush=True)
     text = random_text_features(args.classes, prompts, dim, device)
     names = [f"class {i}" for i in range(args.classes)]
     clf = AWTClassifier(backbone, ClassifierSpec(names, views=args.views, cache_dir=None),
@@ -397,9 +404,59 @@ def main() -> None:
     result["methods_ms_per_image"] = {k: v["ms_per_image"] for k, v in result["methods"].items()}
     result["peak_mb"] = peak_mb(device)
 
+    result["seconds"] = time.perf_counter() - started
+    result["estimated_seconds"] = estimate["total"]
+    print(f"  took {_duration(result['seconds'])} (estimated {_duration(estimate['total'])})", flush=True)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json_path}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def estimate_seconds(backbone, device, args, images: int, batch_size: int, views: int, prompts: int,
+                     dim: int) -> dict[str, float]:
+    """How long each stage of this run will take, from measurements made now: one image's views
+    through the encoder, the scorer on 1,000 classes and the literal loop on 100 (both grow about
+    linearly with the classes), a few prompts through the text encoder."""
+    h, w = backbone.image_size
+    pixels = torch.randn(views, 3, h, w, device=device).to(backbone.input_dtype)
+    backbone.encode_images(pixels)   # warm-up
+    image = timed(lambda: backbone.encode_images(pixels), device)
+    text = random_text_features(1000, prompts, dim, device)
+    feats = random_image_features(2, views, dim, text)
+    awt_scores_from_features(feats[:1], text, 100.0)   # warm-up
+    score_100 = timed(lambda: awt_scores_from_features(feats, text, 100.0), device) / 2 / 10
+    logits = 100.0 * torch.einsum("vd,cpd->vpc", feats[0], text[:100])
+    literal_100 = timed(lambda: paper_awt_scores_single(logits, 100.0), device)
+    repeat = args.repeat
+    n_batches = max(1, images // batch_size)
+    stages = {}
+    if not args.skip_prompts and Path(args.prompts_file).is_file():
+        texts = [f"a photo of a thing number {i}, which is a kind of object." for i in range(16)]
+        backbone.encode_texts(texts)   # warm-up
+        per_prompt = timed(lambda: backbone.encode_texts(texts), device) / len(texts)
+        stages["prompts"] = (repeat + 1) * args.prompts * per_prompt * 4.5   # padded to the full context: ~3.5x
+    stages |= {"encode": repeat * n_batches * batch_size * image,
+              "end to end": (batch_size + images * (repeat + (1 if args.workers != 0 else 0))) * image * 1.2}
+    if not args.skip_naive:
+        stages["naive"] = (args.naive_images or images) * image * 1.5
+    scorer = 0.0
+    batch = args.scorer_batch or (64 if device.type == "cuda" else 8)
+    for classes in (int(c) for c in args.scorer_classes.split(",") if c):
+        n = batch if classes <= 1000 else max(1, batch // 8)
+        per_image = score_100 * classes / 100
+        scorer += (2 * repeat + 1) * n * per_image              # from logits, from features, warm-up
+        if classes <= 1000 and not args.skip_reference:
+            scorer += 2 * 2 * literal_100 * classes / 100       # the literal loop, 2 images, twice
+    if device.type == "cpu" and not args.skip_memory and any(int(c) >= 10000 for c in args.scorer_classes.split(",") if c):
+        scorer += 20.0   # the memory check's fresh process (start-up, its own features)
+    stages["scorer"] = scorer
+    stages["methods"] = len(awt.methods.method_names()) * batch * score_100 * args.method_classes / 100 * repeat / 4
+    stages["total"] = sum(stages.values())
+    return stages
 
 
 if __name__ == "__main__":

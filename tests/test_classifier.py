@@ -43,12 +43,17 @@ def test_prompts_follow_the_paper(clf):
     assert_allclose(clf.text_features.norm(dim=-1).numpy(), 1.0, atol=1e-5)
 
 
+def _all_features(clf, files) -> torch.Tensor:
+    """Every file's encoded views, (files, views, dim): the batches (1, 2, ... images) put together."""
+    return torch.cat([b.features for b in clf.iter_image_features(files, batch_size=4, num_workers=0)])
+
+
 def test_classify_matches_the_literal_method_on_the_same_features(clf, example_files):
-    batch = next(clf.iter_image_features(example_files, batch_size=4, num_workers=0))
-    assert batch.features.shape == (4, 7, 64)
-    logits = clf.logit_scale * torch.einsum("bvd,cpd->bvpc", batch.features, clf.text_features)
+    features = _all_features(clf, example_files)
+    assert features.shape == (4, 7, 64)
+    logits = clf.logit_scale * torch.einsum("bvd,cpd->bvpc", features, clf.text_features)
     ref = paper_awt_scores(logits, clf.logit_scale)
-    assert_allclose(clf.scores(batch.features).numpy(), ref.numpy(), atol=1e-3)
+    assert_allclose(clf.scores(features).numpy(), ref.numpy(), atol=1e-3)
     results = clf.classify(example_files, top_k=5, batch_size=4, num_workers=0)
     for r, row in zip(results, ref):
         assert [p.index for p in r.predictions] == row.argsort(descending=True).tolist()
@@ -187,8 +192,7 @@ def test_cpu_encoding_in_chunks_equals_one_pass(tiny_backbone):
 
 
 def test_baselines_and_ablations(clf, example_files):
-    batch = next(clf.iter_image_features(example_files, batch_size=4, num_workers=0))
-    f, t, s = batch.features, clf.text_features, clf.logit_scale
+    f, t, s = _all_features(clf, example_files), clf.text_features, clf.logit_scale
     assert_allclose(clf.scores(f, "clip").numpy(), (s * f[:, 0] @ t[:, 0].T).numpy(), atol=1e-4)
     ens = torch.nn.functional.normalize(t.mean(1), dim=-1)
     assert_allclose(clf.scores(f, "ensemble").numpy(), (s * f[:, 0] @ ens.T).numpy(), atol=1e-4)

@@ -18,13 +18,13 @@ from typing import Any, Sequence
 
 from .. import defaults
 from ..defaults import PRECISIONS
-from ..errors import AWTError
+from ..errors import AWTError, SettingError, first_line, yaml_problem
 from ..images import Decoding
 from ..methods import get_method, method_names
 from ..prompt_sets import check_template
 from ..scoring import AWTConfig
 from .datasets import formats
-from .layouts import explain_missing
+from .layouts import explain_all_missing, explain_missing
 
 _INTERNAL = {"config": False}   # a field that is not a config key
 # How classes take the entries of a name that a plain descriptions file repeats: "in_order", the k-th
@@ -138,6 +138,24 @@ def _as_int(value: Any, key: str, path: Path, minimum: int | None = None, allow_
     return value
 
 
+def _as_number(value: Any, key: str, path: Path, whole: bool = False) -> int | float:
+    """A YAML number (``1.0e-3``, ``.nan``) or a string that reads as one (YAML 1.1 reads ``1e-3`` as a
+    string); never a boolean. ``whole``: an integer (``2.0`` is 2, ``2.5`` is refused)."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(value, bool) or not isinstance(number, (int, float)):
+        raise _fail(path, key, f"must be a number, got {value!r}")
+    if whole:
+        if isinstance(number, float) and not number.is_integer():
+            raise _fail(path, key, f"must be a whole number, got {value!r}")
+        return int(number)
+    return float(number)
+
+
 def _as_int_list(value: Any, key: str, path: Path, minimum: int) -> list[int]:
     values = value if isinstance(value, list) else [value]
     if not values:
@@ -188,9 +206,10 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         raise AWTError(f"{path}: benchmark config not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AWTError(f"{path}: not a readable YAML file: {first}") from None
+    except yaml.YAMLError as e:
+        raise AWTError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AWTError(f"{path}: not a readable YAML file: {first_line(e)}") from None
     top = _check_keys(raw, config_keys(BenchConfig), "", path)
     if not top:
         raise AWTError(f"{path}: empty config")
@@ -219,9 +238,10 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
     s = _check_keys(top.get("settings"), config_keys(Settings), "settings", path)
     awt_raw = _check_keys(s.get("awt"), config_keys(AWTConfig), "settings.awt", path)
     try:
-        awt_cfg = AWTConfig(**{k: (int(v) if k == "max_iter" else float(v)) for k, v in awt_raw.items()})
-    except (TypeError, ValueError) as e:
-        raise _fail(path, "settings.awt", str(e)) from None
+        awt_cfg = AWTConfig(**{k: _as_number(v, f"settings.awt.{k}", path, whole=k == "max_iter")
+                               for k, v in awt_raw.items()})
+    except SettingError as e:
+        raise _fail(path, f"settings.awt.{e.key}", f"must be {e.rule}, got {awt_raw.get(e.key, e.value)!r}") from None
     d = Settings()
     decoding = _decoding(s.get("decoding"), path)
     repeats = _repeats(s.get("repeats"), methods, path)
@@ -310,11 +330,15 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
 
     # datasets
     datasets: list[DatasetSpec] = []
+    # every missing file of every dataset is named at once, below: (key, dataset, what, path, message)
+    missing: list[tuple[str, str, str, Path, str]] = []
     for key, d in _entries(top, "datasets", config_keys(DatasetSpec), path):
         where = f"{key}" + (f" ({d['name']})" if isinstance(d.get("name"), str) else "")
+        label = str(d["name"]) if isinstance(d.get("name"), str) else key
         ds_path = _resolve(_as_str(d.get("path"), f"{where}.path", path), data_root, f"{where}.path", path)
         if not ds_path.exists():
-            raise _fail(path, f"{where}.path", explain_missing(ds_path))
+            missing.append((f"{where}.path", label, "", ds_path, explain_missing(ds_path)))
+            continue
         fmt = d.get("format", "auto")
         if fmt not in formats():
             raise _fail(path, f"{where}.format", f"unknown format {fmt!r} (choose from {', '.join(formats())})")
@@ -328,14 +352,19 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
             desc = _resolve(_as_str(d["descriptions"], f"{where}.descriptions", path), desc_root,
                             f"{where}.descriptions", path)
             if not desc.is_file():
-                raise _fail(path, f"{where}.descriptions", f"descriptions file {desc} not found")
+                missing.append((f"{where}.descriptions", label, "descriptions ", desc,
+                                f"descriptions file {desc} not found"))
+                continue
         extra_paths = {}
         for k in ("image_dir", "classnames"):
             if d.get(k) is not None:
                 p = _resolve(_as_str(d[k], f"{where}.{k}", path), data_root, f"{where}.{k}", path)
                 if not p.exists():
-                    raise _fail(path, f"{where}.{k}", explain_missing(p, k.replace("_", " ")))
+                    missing.append((f"{where}.{k}", label, k.replace("_", " ") + " ", p,
+                                    explain_missing(p, k.replace("_", " "))))
                 extra_paths[k] = p
+        if any(m[1] == label for m in missing):
+            continue
         name = _slug(str(d.get("name") or ds_path.stem))
         spec = DatasetSpec(
             name=name, path=ds_path, format=fmt, template=template, descriptions=desc,
@@ -359,6 +388,10 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         if spec.repeated_names != "in_order":   # only when not the default: older run keys stay valid
             spec.identity["repeated_names"] = spec.repeated_names
         datasets.append(spec)
+    if len(missing) == 1:
+        raise _fail(path, missing[0][0], missing[0][4])
+    if missing:
+        raise _fail(path, "datasets", explain_all_missing([(name, what, p) for _, name, what, p, _ in missing]))
     _unique([d.name for d in datasets], "datasets", path)
     return BenchConfig(name=str(top.get("name") or path.stem), description=str(top.get("description") or ""),
                        data_root=data_root, descriptions_root=desc_root, methods=methods, settings=settings,

@@ -52,7 +52,7 @@ from ..errors import AWTError
 from ..classes import read_class_file, read_keyed_class_file
 from ..files import read_lines
 from ..images import IMAGE_EXTENSIONS
-from .layouts import LAYOUTS, find_layout, guide_hint, known_folder
+from .layouts import LAYOUTS, explain_missing, find_layout, guide_hint, known_folder
 
 _CLASSNAME_COLUMNS = ("classname", "classname_clip", "class_name", "class")
 

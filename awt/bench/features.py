@@ -180,7 +180,8 @@ def compute_features(
         buffer.clear()
 
     bar = tqdm(total=n, initial=n - len(todo), desc=description, unit="img", file=sys.stderr,
-               disable=not progress or not me.main, dynamic_ncols=True, leave=False)
+               disable=None if progress and me.main else True,   # None: on a terminal only, never into a log
+               dynamic_ncols=True, leave=False)
     batch = max(1, int(batch_size))
     try:
         while not bool(done.all()):

@@ -122,3 +122,28 @@ def explain_missing(path: str | os.PathLike, what: str = "dataset path") -> str:
             if layout is not None:
                 break
     return f"{what} {p} not found; {guide_hint(layout)}"
+
+
+def explain_all_missing(missing: list[tuple[str, str, Path]]) -> str:
+    """One line for the missing files of several datasets, ``(dataset, what, path)`` (``what``: ``""``
+    for the dataset's own path, else ``"descriptions "`` and the like): each under their common
+    folder, then the guides that describe the dataset folders (each once)."""
+    paths = [p for _, _, p in missing]
+    try:
+        common = Path(os.path.commonpath([str(p) for p in paths]))
+    except ValueError:   # no common folder (relative and absolute, other drives)
+        common = None
+    if common is not None and common in paths:
+        common = common.parent
+
+    def shown(p: Path) -> str:
+        return str(p.relative_to(common)) if common is not None else str(p)
+
+    folders = [p for _, what, p in missing if not what]
+    layouts = [find_layout(p) for p in folders]
+    guides = list(dict.fromkeys(f"{g[0]} ({g[1]})" for g in ([lay.guide for lay in layouts if lay is not None]
+                                                             or ([COOP_GUIDE, SUSX_GUIDE] if folders else []))))
+    where = f" under {common}" if common is not None else ""
+    line = (f"{len(missing)} files of {len({n for n, _, _ in missing})} datasets not found{where}: "
+            + ", ".join(f"{name} ({what}{shown(p)})" for name, what, p in missing))
+    return line + (f"; the dataset folders are laid out as {' and '.join(guides)} describe" if guides else "")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "seed", "images",
-           "top1", "top5", "mean_per_class_recall", "wall_time_s", "images_per_s")
+           "unreadable", "top1", "top5", "mean_per_class_recall", "wall_time_s", "images_per_s")
 EXTRA_COLUMNS = ("classes", "encode_time_s", "score_time_s", "feature_source", "device", "precision")
 METRICS = ("top1", "top5", "mean_per_class_recall")
 _GROUP = ("backbone", "dataset", "method", "views", "descriptions_per_class")   # runs that differ by seed alone
@@ -82,8 +82,9 @@ def markdown_text(records: Sequence[dict], config: "BenchConfig | None" = None) 
         lines.append("Versions: " + "; ".join(versions) + ".")
     lines += ["", markdown_table(records), "",
               "N: random views per image besides view 0; M: descriptions per class (both as the method uses "
-              "them: 0 where it ignores them). Metrics in %: top-1, top-5, mean per-class recall over the "
-              "classes present. Wall time: encoding the views the method uses (measured once, when the "
+              "them: 0 where it ignores them). images: those scored; unreadable: those that could not be read "
+              "(left out of the metrics; listed in each run's record). Metrics in %: top-1, top-5, mean "
+              "per-class recall over the classes present. Wall time: encoding the views the method uses (measured once, when the "
               "features were computed; for view-0 methods scored from a larger set, the share of its views) "
               "plus scoring; model loading and the one-off class-prompt encoding are not included.", ""]
     return "\n".join(lines)
@@ -172,6 +173,19 @@ def write_summary(output: Path, records: Sequence[dict], config: "BenchConfig | 
 
 # -- the plot ----------------------------------------------------------------------------------------
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H")
+
+
+def method_styles(methods: Sequence[str]) -> dict[str, tuple[tuple, str, str | None]]:
+    """Each method's own (colour, marker, hatch): tab20's ten dark colours, then its ten light ones
+    (hatched, as bars), and a marker of its own, so that no two of up to 20 methods look alike."""
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"]
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    return {m: (tab20(order[i % 20]), _MARKERS[i % len(_MARKERS)], "//" if 10 <= i % 20 else None)
+            for i, m in enumerate(methods)}
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -202,8 +216,7 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
     bar_width = max(5.0, 0.45 * len(groups) * max(1, len(methods)) + 2.5)
     fig, axes = plt.subplots(1, len(panels), figsize=(bar_width + 2 + 6 * (len(panels) - 1), 4.5), squeeze=False,
                              gridspec_kw={"width_ratios": [bar_width] + [5] * (len(panels) - 1)})
-    cmap = plt.get_cmap("tab10")
-    color = {m: cmap(i % 10) for i, m in enumerate(methods)}
+    style = method_styles(methods)
 
     ax = axes[0][0]
     # each method's own N and M: what it really read at the first swept values
@@ -222,8 +235,14 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
                 errs.append(math.sqrt(_mean([(v - mu) ** 2 for v in vals])) if len(vals) > 1 else 0.0)
         if xs:
             label = f"{method} (N={own[method][0]}, M={own[method][1]})"
-            bars = ax.bar(xs, ys, width, yerr=errs if any(errs) else None, label=label, color=color[method])
-            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+            colour, marker, hatch = style[method]
+            bars = ax.bar(xs, ys, width, yerr=errs if any(errs) else None, color=colour, hatch=hatch,
+                          edgecolor="white" if hatch else None, linewidth=0)
+            ax.plot(xs, ys, linestyle="none", marker=marker, markersize=5, color=colour, markeredgecolor="black",
+                    markeredgewidth=0.5)
+            ax.plot([], [], marker=marker, markersize=7, color=colour, markeredgecolor="black", markeredgewidth=0.5,
+                    linestyle="-", linewidth=6, label=label)   # legend: the bar's colour and the method's marker
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=4)
     for i, g in enumerate(groups):  # chance: one class in `classes`, guessed
         classes = next((r.get("classes") for r in records if (r["backbone"], r["dataset"]) == g and r.get("classes")),
                        None)
@@ -257,8 +276,8 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
                     continue  # this method does not depend on the swept number
                 xs = sorted(by_x)
                 label = f"{method} ({g[1]}{', ' + g[0] if multi_backbone else ''})" if len(groups) > 1 else method
-                ax.plot(xs, [_mean(by_x[x]) for x in xs], marker="o", label=label, color=color[method],
-                        linestyle=styles[gi % len(styles)])
+                ax.plot(xs, [_mean(by_x[x]) for x in xs], marker=style[method][1], label=label, color=style[method][0],
+                        linestyle=styles[gi % len(styles)], markeredgecolor="black", markeredgewidth=0.5)
         ax.set_xlabel("random views per image (N)" if panel == "views" else "descriptions per class (M)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title("accuracy against " + ("N" if panel == "views" else "M"))

@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 
 from .. import distributed
+from ..errors import AWTError
+from ..files import check_folder
 from ..methods import get_method, score
 from ..prompts import ClassPrompts, encode_classes
 from ..scoring import AWTConfig
@@ -34,6 +36,7 @@ from .records import device_info, make_record, read_record, versions, write_reco
 
 Log = Callable[[str], None]
 _SCORE_CHUNK = 256   # images scored at once
+_NAMED_ERRORS = 10   # unreadable images of a dataset named on screen
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Sweep:
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.feature_log: list[dict] = []
+        self._named: set[str] = set()   # datasets whose unreadable images were named
 
     # -- the whole sweep --------------------------------------------------------------------------
 
@@ -83,7 +87,9 @@ class Sweep:
         from .report import write_summary
 
         started = time.perf_counter()
-        self.output.mkdir(parents=True, exist_ok=True)
+        if self.ranks.main:   # before any work: where the records, the summary and the caches go
+            check_folder(self.output, "output folder")
+            check_folder(self.cache_dir, "cache folder")
         plan = plan_runs(self.config)
         pending = self._pending(plan)
         if pending:
@@ -125,13 +131,18 @@ class Sweep:
 
     def _prepare(self, pending: list[Run]) -> dict[str, PreparedDataset]:
         prepared: dict[str, PreparedDataset] = {}
+        problems: dict[str, str] = {}   # every dataset that cannot be read is named at once
         for run in pending:
             name = run.dataset.name
-            if name in prepared:
+            if name in prepared or name in problems:
                 continue
             need = max((r.descriptions_per_class for r in pending
                         if r.dataset.name == name and get_method(r.method).prompts.reads_descriptions), default=0)
-            ds = prepared[name] = prepare_dataset(run.dataset, need, self.config.path)
+            try:
+                ds = prepared[name] = prepare_dataset(run.dataset, need, self.config.path)
+            except AWTError as e:
+                problems[name] = str(e)
+                continue
             self.log(f"dataset {name}: {ds.subset_note}, {len(ds.prompt_names)} classes")
             shared = [n for n, d in ds.duplicate_names.items() if d["same_descriptions"]]
             if shared:
@@ -139,6 +150,11 @@ class Sweep:
                          "their descriptions: " + ", ".join(map(repr, shared)))
             if run.dataset.descriptions is None:
                 self.log(f"note: dataset {name} has no descriptions: every method uses the template alone (M=0)")
+        if len(problems) == 1:
+            raise AWTError(next(iter(problems.values())))
+        if problems:
+            raise AWTError(f"{len(problems)} datasets cannot be read: "
+                           + "; ".join(f"{name}: {message}" for name, message in problems.items()))
         return prepared
 
     def _run_pending(self, pending: list[Run], prepared: dict[str, PreparedDataset]) -> None:
@@ -167,6 +183,7 @@ class Sweep:
                         scored.add(fs.path)
                         if not self.ranks.main:
                             continue  # the other ranks encode; rank 0 scores
+                        self._check_readable(name, fs)
                         key = _prompt_set(run)
                         if key not in classes:
                             classes[key] = self._classes(run, ds, backbone)
@@ -181,6 +198,22 @@ class Sweep:
             del backbone
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+    def _check_readable(self, dataset: str, fs: FeatureSet) -> None:
+        """Name a dataset's unreadable images on screen (once), and refuse one with no readable image."""
+        if not fs.errors or dataset in self._named:
+            return
+        self._named.add(dataset)
+        reasons = [r for _, r in sorted(fs.errors.items())]
+        if not bool(fs.valid.any()):
+            raise AWTError(f"dataset {dataset}: none of its {len(fs)} images can be read (first: {reasons[0]}); "
+                           "nothing to score")
+        self.log(f"dataset {dataset}: {len(reasons)} of {len(fs)} images cannot be read and are left out of its "
+                 "metrics:")
+        for reason in reasons[:_NAMED_ERRORS]:
+            self.log(f"  {reason}")
+        if len(reasons) > _NAMED_ERRORS:
+            self.log(f"  ... and {len(reasons) - _NAMED_ERRORS} more (each run's record lists the first 20)")
 
     # -- one run ----------------------------------------------------------------------------------
 
@@ -264,12 +297,17 @@ class Sweep:
                     torch.cuda.synchronize(backbone.device)
             t = time.perf_counter()
             starts = range(0, feats.shape[0], _SCORE_CHUNK)
+            not_finite = torch.zeros((), dtype=torch.long, device=classes.features.device)
             for start in tqdm(starts, desc=f"score {run.label}", unit="chunk", file=sys.stderr, leave=False,
-                              disable=not self.progress or len(starts) < 4, dynamic_ncols=True):
-                tops.append(scores(feats[start:start + _SCORE_CHUNK]).topk(k, dim=1).indices.cpu())
+                              disable=True if not self.progress or len(starts) < 4 else None, dynamic_ncols=True):
+                chunk = scores(feats[start:start + _SCORE_CHUNK])
+                not_finite += (~torch.isfinite(chunk)).any(1).sum().to(not_finite.device)  # read once, below
+                tops.append(chunk.topk(k, dim=1).indices.cpu())
             if sync:
                 torch.cuda.synchronize(backbone.device)
         score_time = time.perf_counter() - t
+        if int(not_finite):
+            raise AWTError(_not_finite(run, int(not_finite), feats, classes, self.settings.awt))
         top = torch.cat(tops) if tops else torch.empty(0, k, dtype=torch.long)
         source = "cached" if fs.source == "cached" else (fs.source if first_use else "reused")
         return make_record(run, ds, fs, backbone, self.config, started=started,
@@ -283,6 +321,19 @@ def class_spec(run: Run, ds: PreparedDataset, cache_dir: Path | None, awt: AWTCo
     return ClassifierSpec(ds.prompt_names, ds.descriptions, descriptions_per_class=run.descriptions_per_class,
                           allow_fewer_descriptions=ds.spec.allow_fewer_descriptions, template=ds.spec.template,
                           method=run.method, views=run.views, seed=run.seed, awt=awt, cache_dir=cache_dir)
+
+
+def _not_finite(run: Run, count: int, feats: torch.Tensor, classes: ClassPrompts, awt) -> str:
+    """Why ``count`` images of ``run`` got scores that are not finite, as far as the inputs tell."""
+    if not bool(torch.isfinite(feats).all()):
+        cause = "the image features are not finite (NaN in the model's weights, or a precision that overflows)"
+    elif not bool(torch.isfinite(classes.features).all()):
+        cause = "the class prompts' features are not finite (NaN in the model's weights, or a precision that overflows)"
+    else:
+        cause = (f"the features are finite: the method's settings give NaN or inf on them (settings.awt: epsilon "
+                 f"{awt.epsilon:g}, temperatures {awt.image_temperature:g}/{awt.text_temperature:g})")
+    return (f"{run.label}: {count} of {feats.shape[0]} images got scores that are not finite (NaN or inf); "
+            f"{cause}; no record written")
 
 
 def _prompt_set(run: Run) -> tuple:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from .text import printable
+
 
 def bench(
     config: Path = typer.Argument(..., help="Benchmark config (YAML): backbones, datasets, methods, settings.",
@@ -32,7 +34,8 @@ def bench(
 
     cfg = load_config(config, device=device)
     try:
-        result = run_bench(cfg, output, force=force, progress=not quiet, log=lambda m: typer.echo(m, err=True))
+        result = run_bench(cfg, output, force=force, progress=not quiet,
+                           log=lambda m: typer.echo(printable(m), err=True))
     except KeyboardInterrupt:  # the sweep has said what is kept, in one line
         raise typer.Exit(130) from None
     finally:

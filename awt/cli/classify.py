@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,6 +12,8 @@ import typer
 from .. import defaults
 from ..errors import AWTError
 from ..methods import METHODS
+from .interrupts import defer_interrupts
+from .text import json_line, printable
 
 
 def _methods_epilog(width: int = 78) -> str:
@@ -84,7 +86,7 @@ def classify(
     paths = find_images([str(p) for p in images])
     if not paths:
         raise AWTError("no images found in " + ", ".join(map(str, images)))
-    ranks = distributed.init(device)   # one process unless started by torchrun
+    distributed.init(device)   # one process unless started by torchrun
     try:
         backbone = create_backbone(model, pretrained, distributed.rank_device(device), precision)
         clf = create_classifier(spec, backbone)
@@ -97,32 +99,47 @@ def _print_results(clf, paths: list[str], top_k: int, batch_size: int, workers: 
                    json_lines: bool) -> None:
     from tqdm.auto import tqdm
 
+    from .. import distributed
     from ..classifier import iter_classify_ranks
     from ..progress import progress_bar
 
+    main = distributed.ranks().main
     failed = done = 0
     shield = _Shield()
-    bar = progress_bar(len(paths), "images", "img")
+    # smoothing 0: the rate is the mean since the pace was first measured (below), not a moving
+    # average that the first result's start-up (workers, the first encoding) would throw off
+    bar = progress_bar(len(paths), "images", "img", smoothing=0)
+    paced = False
     try:
         for result in iter_classify_ranks(clf, paths, top_k=top_k, batch_size=batch_size, num_workers=workers):
             with shield, tqdm.external_write_mode(file=sys.stdout):
                 if result.error is not None:
                     failed += 1
-                    print(f"error: {result.image}: {result.error}", file=sys.stderr)
+                    print(f"error: {printable(result.image)}: {printable(result.error)}", file=sys.stderr)
                 if json_lines:
-                    print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+                    print(json_line(result.to_json()), flush=True)
                 elif result.error is None:
-                    width = max(len(p.name) for p in result.predictions)
-                    lines = [result.image] + [f"  {rank:>2}. {p.name:<{width}}  {p.score:8.3f}"
-                                              for rank, p in enumerate(result.predictions, 1)]
+                    names = [printable(p.name) for p in result.predictions]
+                    width = max(map(len, names))
+                    lines = [printable(result.image)] + [f"  {rank:>2}. {name:<{width}}  {p.score:8.3f}"
+                                                         for rank, (name, p) in enumerate(zip(names, result.predictions), 1)]
                     print("\n".join(lines), flush=True)
                 done += 1
             bar.update(1)
+            if not paced:   # the time to the first result is start-up: the pace is measured from here on
+                bar.initial, bar.start_t, paced = bar.n, time.time(), True
+        defer_interrupts()   # every result is out: a Ctrl-C from here on meets only the teardown
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted after {done} of {len(paths)} images", file=sys.stderr)
         raise typer.Exit(130) from None
     bar.close()
+    if distributed.ranks().active:   # rank 0 saw every result; the others end with 0, before it
+        processes, failed = distributed.process_ids(), distributed.broadcast(failed)
+        if failed and not main:
+            return
+        if failed:
+            distributed.wait_for_exit(processes)
     if failed:
         print(f"{failed} of {len(paths)} input(s) could not be read", file=sys.stderr)
         raise typer.Exit(1)

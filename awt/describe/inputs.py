@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from awt.describe.clean import check_question
-from awt.errors import AWTError
+from awt.errors import AWTError, yaml_problem
 from awt.files import read_lines
 
 #: the prompt texts shipped in the package (``importlib.resources``: works from a wheel too)
@@ -76,9 +76,7 @@ def load_prompts(path: Path | None = None) -> Prompts:
     except (OSError, UnicodeDecodeError) as e:
         raise AWTError(f"cannot read prompts file {p}: {e}") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise AWTError(f"prompts file {p} is not valid YAML{where}") from None
+        raise AWTError(f"prompts file {p} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise AWTError(f"prompts file {p} must be a mapping with 'questions' and 'descriptions'")
     return Prompts(

@@ -23,6 +23,7 @@ from awt.describe.clean import check_question
 from awt.describe.generate import DescribeSettings
 from awt.descriptions import DescriptionSet, load_descriptions, save_descriptions
 from awt.errors import AWTError
+from awt.files import WriteError
 
 _log = logging.getLogger("awt.describe")
 
@@ -82,7 +83,11 @@ class DescribeOutput:
     def save(self) -> None:
         self.meta["complete"] = all(self.done(i) for i in range(len(self.names)))
         self.meta["updated"] = _now()
-        save_descriptions(self.path, self.names, self.descriptions, self.meta)
+        try:
+            save_descriptions(self.path, self.names, self.descriptions, self.meta)
+        except WriteError as e:   # the file on disk is the last one saved, whole (atomic writes)
+            kept = "the classes saved before are intact in it" if self.path.is_file() else "nothing was saved yet"
+            raise WriteError(f"{e}; {kept}: free some space (or fix the folder) and rerun to resume") from None
 
 
 def open_output(settings: DescribeSettings, names: list[str], user_questions: list[str] | None) -> DescribeOutput:
