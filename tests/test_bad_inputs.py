@@ -26,6 +26,7 @@ from PIL import Image
 from awt.bench.config import load_config
 from awt.bench.metrics import compute_metrics, metrics_from_topk
 from awt.classifier import AWTClassifier
+from awt.spec import ClassifierSpec
 from awt.errors import AWTError, SettingError
 from awt.images import ImageError, load_image
 from awt.scoring import AWTConfig
@@ -109,7 +110,7 @@ def test_no_metric_from_nan_or_from_nothing():
 def test_a_decoder_that_fails_in_the_loader_is_that_images_error(tiny_backbone, world):
     """A PIL image opened lazily decodes in the loader: its decoder's OSError is its error, the
     images around it are classified as they would be without it."""
-    clf = AWTClassifier(tiny_backbone, ["cat", "rocket"], views=2, cache_dir=None)
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(["cat", "rocket"], views=2, cache_dir=None))
     broken = Image.open(world.path("bad", "truncated.jpg"))
     for workers in (0, 1):
         results = clf.classify([world.good[0], broken, world.good[1]], num_workers=workers)

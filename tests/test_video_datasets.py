@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from video_files import write_video  # noqa: E402
 
-from awt.bench.datasets import read_class_names  # noqa: E402
+from awt.classes import read_class_file  # noqa: E402
 from awt.bench.video_datasets import (VIDEO_READERS, k600_test_classes, read_hmdb51, read_k600_zsl,  # noqa: E402
                                       read_ucf101, ucf101_name)
 from awt.errors import AWTError  # noqa: E402
@@ -113,7 +113,7 @@ def test_k600_zero_shot_protocol(clip, tmp_path):
     assert data.paths[2] == str(root / "val" / "backflip_(human)" / "0_000001_000011.mp4")
     assert k600_test_classes(root, 2) == ["acting in play", "arguing", "zumba"]
     # the shipped class files: 160 test classes per split, sorted, in every split's label order
-    shipped = [read_class_names(CLASSNAMES / f"k600_split{s}.txt") for s in (1, 2, 3)]
+    shipped = [read_class_file(CLASSNAMES / f"k600_split{s}.txt") for s in (1, 2, 3)]
     assert all(len(n) == len(set(n)) == 160 and n == sorted(n) for n in shipped)
     assert len(set().union(*shipped)) == 217   # the AWT authors describe exactly these 217 of the 220
     (root / "val" / "arguing").rename(root / "val" / "arguing-renamed")

@@ -37,7 +37,8 @@ from typing import Callable, Sequence
 from ..errors import AWTError
 from ..files import read_lines
 from ..videos import is_video_path
-from .datasets import LabeledImages, read_class_names
+from ..classes import read_class_file
+from .datasets import LabeledImages
 
 SPLITS = (1, 2, 3)
 
@@ -103,7 +104,7 @@ def read_ucf101(root: str | os.PathLike, split: int, classnames: str | os.PathLi
     videos = _video_root(root, ("", "UCF-101", "UCF101", "videos"), relpaths, f"{test_file}")
     paths = [str(videos / r) for r in relpaths]
     _all_exist(paths, str(test_file))
-    names = read_class_names(classnames) if classnames else [ucf101_name(f) for f in folders]
+    names = read_class_file(classnames) if classnames else [ucf101_name(f) for f in folders]
     if len(names) != len(folders):
         raise AWTError(f"{classnames}: {len(names)} class names, but {index_file} has {len(folders)} classes")
     return LabeledImages(names, paths, labels, str(test_file), "ucf101", {"split": split})
@@ -134,7 +135,7 @@ def read_hmdb51(root: str | os.PathLike, split: int, classnames: str | os.PathLi
     videos = _video_root(root, ("", "hmdb51_org", "hmdb51", "videos"), relpaths, f"{found[0].parent}/*{suffix}")
     paths = [str(videos / r) for r in relpaths]
     _all_exist(paths, f"{found[0].parent}/*{suffix}")
-    names = read_class_names(classnames) if classnames else [c.replace("_", " ") for c in classes]
+    names = read_class_file(classnames) if classnames else [c.replace("_", " ") for c in classes]
     if len(names) != len(classes):
         raise AWTError(f"{classnames}: {len(names)} class names, but the split files name {len(classes)} classes")
     return LabeledImages(names, paths, labels, f"{found[0].parent}/*{suffix}", "hmdb51", {"split": split})
@@ -166,7 +167,7 @@ def read_k600_zsl(root: str | os.PathLike, split: int, classnames: str | os.Path
             read from ``root`` (see :func:`k600_test_classes`).
     """
     root, split = Path(root), _check_split(split)
-    names = read_class_names(classnames) if classnames else k600_test_classes(root, split)
+    names = read_class_file(classnames) if classnames else k600_test_classes(root, split)
     val = root / "val" if (root / "val").is_dir() else root
     paths, labels = [], []
     for label, name in enumerate(names):
