@@ -332,7 +332,7 @@ warnings.simplefilter("ignore")
 from PIL import Image
 import awt
 bb = awt.create_backbone({w.tiny!r}, None, device="cpu")
-clf = awt.AWTClassifier(bb, ["cat", "rocket"], views=2, cache_dir=None)
+clf = awt.AWTClassifier(bb, awt.ClassifierSpec(["cat", "rocket"], views=2, cache_dir=None))
 broken = Image.open({str(w.path('bad', 'truncated.jpg'))!r})  # opened lazily: decoding fails in the loader
 for r in clf.iter_classify([{w.good[0]!r}, broken, {w.good[1]!r}], num_workers=0):
     print(r.image, "error: " + r.error if r.error else r.predictions[0].name)
