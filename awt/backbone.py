@@ -34,7 +34,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except RuntimeError as e:
         raise AWTError(f"invalid device {device!r}: {e}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise AWTError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
+        raise AWTError(f"device {device!r} asked for, but CUDA is not available here", setting="device",
+                       hint="use {device} cpu", kind="unavailable")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()  # torch.device does not check the index; the first use would fail
         have = "1 CUDA device: cuda:0" if count == 1 else f"{count} CUDA devices: cuda:0 to cuda:{count - 1}"

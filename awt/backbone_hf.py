@@ -1,4 +1,4 @@
-"""Hugging Face ``transformers`` dual encoders as :class:`~awt.backbone.Backbone`: ``--model hf:ORG/REPO``
+"""Hugging Face ``transformers`` dual encoders as :class:`~awt.backbone.Backbone`: models named ``hf:ORG/REPO``
 or ``hf:/path/to/dir`` (a folder written by ``save_pretrained``).
 
 Families: CLIP, SigLIP (and the fixed-resolution SigLIP 2 checkpoints, which are SigLIP models with a

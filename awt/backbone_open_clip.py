@@ -145,8 +145,8 @@ def check_weights_available(model: str, tag: str, cache_dir: str | os.PathLike |
     if where is not None:
         raise AWTError(
             f"model {model}: pretrained weights {tag!r} are not in the local cache and {where}; download them "
-            "once with internet (any awt command does), or pass --pretrained /path/to/checkpoint "
-            "(see 'Offline' in the README)")
+            "once with internet (any awt command does)", setting="pretrained", kind="unavailable",
+            hint="or pass {pretrained} /path/to/checkpoint (see 'Offline' in the README)")
 
 
 def _check_hub_repo(model: str, cache_dir: str | os.PathLike | None) -> bool:
@@ -302,9 +302,9 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
     except Exception as e:
         if tag is not None and checkpoint is None and isinstance(e, RuntimeError):
             raise AWTError(
-                f"model {model}: could not download pretrained weights {tag!r} ({first_line(e)}); "
-                f"without internet, download them elsewhere and pass --pretrained /path/to/checkpoint "
-                f"or --model local-dir:/path/to/dir") from None
+                f"model {model}: could not download pretrained weights {tag!r} ({first_line(e)})", kind="unavailable",
+                setting="pretrained", hint="without internet, download them elsewhere and pass {pretrained} "
+                "/path/to/checkpoint or {model} local-dir:/path/to/dir") from None
         raise _load_failure(model, checkpoint, e) from None
     if random_weights:   # said once the model is built: no warning before an error
         note = f" ({', '.join(ignored)}: open_clip reads .safetensors, .bin or .pth files here)" if ignored else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -36,7 +36,8 @@ class Prediction:
 class ImageResult:
     image: str
     predictions: list[Prediction] | None = None
-    error: str | None = None
+    error: str | None = None                  # why the input could not be read (without its name)
+    cause: AWTError | None = field(default=None, repr=False, compare=False)   # that error, with its hint
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape every front end gives: ``{"image", "predictions": [{"class", "index",
@@ -211,9 +212,10 @@ class AWTClassifier:
         stream = self.iter_image_features(images, batch_size, num_workers, views=m.views_used(self.spec.views))
         try:
             for batch in stream:
-                for index, reason in batch.errors:
-                    prefix = results[index].image + ": "
+                for index, problem in batch.errors:
+                    reason, prefix = str(problem), results[index].image + ": "
                     results[index].error = reason[len(prefix):] if reason.startswith(prefix) else reason
+                    results[index].cause = problem
                     done[index] = True
                 while ready:  # this batch's encoding is queued by now: score the one before behind it
                     launch()

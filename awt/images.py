@@ -182,7 +182,8 @@ def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None,
                 if max_pixels is not None and w * h > max_pixels:  # before any decoding
                     mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
                     raise ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} "
-                                     "pixels (a possible decompression bomb; raise the limit with --max-pixels)")
+                                     "pixels (a possible decompression bomb)", setting="max_pixels", kind="limit",
+                                     hint="raise the limit with {max_pixels}", pixels=w * h, limit=max_pixels)
                 if min_short_side is not None and im.format in ("JPEG", "MPO"):
                     for s in (8, 4, 2):  # decodes to ceil(w / s) x ceil(h / s)
                         if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:
@@ -287,7 +288,7 @@ class ImageSample:
     pixels: torch.Tensor | None = None   # (3, H, W) uint8, source of the random views
     boxes: torch.Tensor | None = None    # (views - 1, 4)
     flips: torch.Tensor | None = None    # (views - 1,)
-    error: str | None = None
+    error: AWTError | None = None        # why it cannot be read (its message names the input)
 
 
 class ViewSource(torch.utils.data.Dataset):
@@ -307,14 +308,14 @@ class ViewSource(torch.utils.data.Dataset):
         try:
             return self._sample(index, item, n_random, seed)
         except ImageError as e:
-            return ImageSample(index=index, error=str(e))
+            return ImageSample(index=index, error=e)
         except Exception as e:   # anything else about one image is that image's error, not the run's
             name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
-            return ImageSample(index=index, error=f"{name}: cannot prepare its views: {describe_error(e)}")
+            return ImageSample(index=index, error=ImageError(f"{name}: cannot prepare its views: {describe_error(e)}"))
 
     def _sample(self, index: int, item: ImageInput, n_random: int, seed: int) -> ImageSample:
         if isinstance(item, Unreadable):
-            return ImageSample(index=index, error=str(item))
+            return ImageSample(index=index, error=ImageError(str(item)))
         d = self.decoding
         # a large JPEG is decoded at reduced size, never below the size kept for the views
         image = load_image(item, min_short_side=self.max_short_side if d.draft else None,
@@ -428,7 +429,7 @@ class HostBatch:
     """A loader batch as it leaves the worker: a few tensors rather than a few per image."""
 
     indices: list[int]                  # positions of the readable images
-    errors: list[tuple[int, str]]       # (position, reason) of the unreadable ones
+    errors: list[tuple[int, AWTError]]  # (position, why) of the unreadable ones
     view0: torch.Tensor | None          # (images, 3, height, width) normalised
     packed: PackedViews | None          # their random views' canvas and boxes
 

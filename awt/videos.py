@@ -339,7 +339,7 @@ class VideoSample:
     index: int
     frames: list[torch.Tensor] | None = None   # clips * frames, each (3, h, w) uint8
     boxes: torch.Tensor | None = None          # (clips * frames, crops, 4)
-    error: str | None = None
+    error: AWTError | None = None              # why it cannot be read (its message names the input)
 
 
 class VideoSource(torch.utils.data.Dataset):
@@ -357,9 +357,9 @@ class VideoSource(torch.utils.data.Dataset):
         try:
             sampled = sample_video(path, self.sampling, self.size, self.max_pixels)
         except VideoError as e:
-            return VideoSample(index, error=str(e))
+            return VideoSample(index, error=e)
         except Exception as e:  # a decoder's surprise fails its own video, not the run
-            return VideoSample(index, error=f"{os.fspath(path)}: cannot decode: {type(e).__name__}: {e}")
+            return VideoSample(index, error=VideoError(f"{os.fspath(path)}: cannot decode: {type(e).__name__}: {e}"))
         return VideoSample(index, sampled.frames, sampled.boxes)
 
 

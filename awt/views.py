@@ -11,6 +11,7 @@ import torch
 from . import defaults
 from .augment import cut_views
 from .backbone import Backbone
+from .errors import AWTError
 from .images import Decoding, ImageInput, to_device
 
 DEFAULT_VIEWS = defaults.VIEWS
@@ -22,7 +23,7 @@ class ViewFeatures:
 
     indices: list[int]                  # positions in the input sequence
     features: torch.Tensor              # (images, 1 + views, dim), L2-normalised, on the backbone's device
-    errors: list[tuple[int, str]]       # (position, reason) of unreadable inputs
+    errors: list[tuple[int, AWTError]]  # (position, why) of unreadable inputs
 
 
 def default_workers(images: int, batch_size: int) -> int:

@@ -18,7 +18,8 @@ import typer
 from typer.testing import CliRunner
 
 from awt.describe.clean import clean_answer, parse_questions, split_sentences
-from awt.cli import FLAGS, _Notes
+from awt.cli import _Notes
+from awt.cli.flags import FLAGS
 from awt.cli.describe import describe
 from awt.describe.output import exclusive_lock
 from awt.describe.generate import DescribeSettings

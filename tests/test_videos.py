@@ -178,7 +178,7 @@ def test_unreadable_videos_are_reported_and_the_rest_encoded(tiny_backbone, vide
     indices, errors = [], {}
     for chunk in encode_videos(tiny_backbone, items, batch_size=4, num_workers=2):
         indices += chunk.indices
-        errors.update(dict(chunk.errors))
+        errors.update({i: str(e) for i, e in chunk.errors})
         assert chunk.features.shape[:2] == (len(chunk.indices), 96)
     assert indices == [0, 9]
     t = str(tmp_path)

@@ -123,7 +123,7 @@ class Sweep:
                 self.log(f"rerun {run.label}: its settings changed since {path} was written")
             pending.append(run)
         self.log(f"{self.config.name}: {len(plan)} runs, {len(self.skipped)} already on disk, {len(pending)} to run"
-                 + (" (--force)" if self.force and plan else ""))
+                 + (" (all rerun: force)" if self.force and plan else ""))
         for label in self.skipped:
             self.log(f"skip {label}: on disk")
         distributed.broadcast([run.key for run in pending])

@@ -18,6 +18,7 @@ import typer
 
 from .. import __version__
 from ..errors import AWTError, first_line
+from .flags import FLAGS
 from .interrupts import defer_interrupts, interrupt_pending
 from .text import printable
 
@@ -47,18 +48,6 @@ def _rank_prefix() -> str:
     return f"rank {rank}: " if rank else ""
 
 
-#: each library setting as the command line spells it, for the hints errors carry (awt.errors)
-FLAGS = {
-    "classes": "--classes", "descriptions": "--descriptions", "template": "--template", "views": "--views",
-    "descriptions_per_class": "--descriptions-per-class", "allow_fewer_descriptions": "--allow-fewer-descriptions",
-    "model": "--model", "pretrained": "--pretrained", "device": "--device", "precision": "--precision",
-    "seed": "--seed", "method": "--method", "cache_dir": "--cache-dir", "no_cache": "--no-cache",
-    "max_pixels": "--max-pixels", "batch_size": "--batch-size", "workers": "--workers",
-    # awt describe
-    "llm": "--llm", "base_url": "--base-url", "out": "--out", "questions": "--questions", "per_class": "--per-class",
-    "num_questions": "--num-questions", "concurrency": "--concurrency", "timeout": "--timeout",
-    "max_attempts": "--max-attempts", "max_requests": "--max-requests", "backoff": "--backoff",
-}
 
 
 def _os_error(e: OSError) -> str:

@@ -12,6 +12,7 @@ import typer
 from .. import defaults
 from ..errors import AWTError
 from ..methods import METHODS
+from .flags import FLAGS
 from .interrupts import defer_interrupts
 from .text import json_line, printable
 
@@ -115,7 +116,9 @@ def _print_results(clf, paths: list[str], top_k: int, batch_size: int, workers: 
             with shield, tqdm.external_write_mode(file=sys.stdout):
                 if result.error is not None:
                     failed += 1
-                    print(f"error: {printable(result.image)}: {printable(result.error)}", file=sys.stderr)
+                    hint = result.cause.hint_for(FLAGS) if result.cause is not None else None
+                    reason = f"{result.error}; {hint}" if hint else result.error
+                    print(f"error: {printable(result.image)}: {printable(reason)}", file=sys.stderr)
                 if json_lines:
                     print(json_line(result.to_json()), flush=True)
                 elif result.error is None:
