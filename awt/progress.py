@@ -18,11 +18,12 @@ def show_progress(on: bool = True) -> None:
     _shown = on
 
 
-def progress_bar(total: int | None, desc: str, unit: str = "it", **options):
-    """A tqdm bar on stderr, disabled unless bars are shown and stderr is a terminal; use it as a
-    context manager, or call ``update``/``close``. ``options`` go to tqdm (``mininterval``, ...)."""
+def progress_bar(total: int | None, desc: str, unit: str = "it", *, disable: bool = False, **options):
+    """A tqdm bar on stderr, disabled unless bars are shown and stderr is a terminal (or with
+    ``disable``); iterate it (``iterable=``), use it as a context manager, or call ``update`` and
+    ``close``. ``options`` go to tqdm (``initial``, ``smoothing``, ...)."""
     from tqdm.auto import tqdm
 
-    drawn = _shown and sys.stderr.isatty()
+    drawn = _shown and sys.stderr.isatty() and not disable
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
                 disable=not drawn, **options)

@@ -135,7 +135,7 @@ def e2e(plan: dict, res: Result) -> bool:
     reference = {r.image: {q.index: q.score for q in r.predictions}
                  for r in clf.classify(paths, top_k=4, batch_size=p["e2e_batch"], num_workers=0)}
     reference_config = _bench_config(work / "bench-cpu.yaml", plan, data, "cpu", "fp32")
-    run_bench(load_config(reference_config), work / "bench-cpu", progress=False, log=lambda m: None)
+    run_bench(load_config(reference_config), work / "bench-cpu")
     tol = Tolerance.of(precision, backbone.logit_scale)
 
     classify = {**_finish(classify_proc, work / "classify.log")}
@@ -188,6 +188,6 @@ def torchrun(plan: dict, res: Result) -> bool:
     one = Path(plan["scratch"]) / "e2e" / "bench-device"
     if not (one / "summary.csv").is_file():  # the e2e step left none: make it here
         one = work / "one-process"
-        run_bench(load_config(config), one, progress=False, log=lambda m: None)
+        run_bench(load_config(config), one)
     res.save(compared_with=str(one), **compare_bench(one, work / ran["backend"], Tolerance.of(precision)))
     return bool(res["passed"])

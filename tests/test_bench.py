@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import time
 import warnings
@@ -110,7 +111,7 @@ def small_config(tmp_path: Path, images, tiny_model_name: str, **settings) -> Pa
 def quiet_run(config_path: Path, output: Path, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return run_bench(load_config(config_path), output, progress=False, log=lambda m: None, **kwargs)
+        return run_bench(load_config(config_path), output, **kwargs)
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -443,14 +444,14 @@ def test_interrupted_encoding_resumes(sweep, monkeypatch, tiny_backbone, tmp_pat
     resumed = torch.load(records[0]["features"]["file"], weights_only=True)["features"]
     ds = read_labels_csv(Path(load_config(config_path).datasets[0].path))
     fresh = compute_features(tiny_backbone, ds.paths, views=4, seed=0, cache_dir=tmp_path / "fresh", batch_size=5,
-                             workers=0, progress=False)
+                             workers=0)
     # Equal up to float rounding: views of one image are cut from a batch canvas whose padding
     # (edge-replicated) depends on the batch, which can move a bilinear sample by an ulp.
     assert resumed.dtype == fresh.features.dtype == torch.float16
     assert torch.allclose(resumed.float(), fresh.features.float(), atol=2e-3, rtol=0)
 
 
-def test_out_of_memory_halves_the_batch(labeled_images, tmp_path, tiny_backbone, monkeypatch):
+def test_out_of_memory_halves_the_batch(labeled_images, tmp_path, tiny_backbone, monkeypatch, caplog):
     paths = read_labels_csv(write_small_csv(labeled_images, tmp_path / "d", per_class=4)).paths
     views = 2
 
@@ -459,22 +460,23 @@ def test_out_of_memory_halves_the_batch(labeled_images, tmp_path, tiny_backbone,
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     counter = EncodeCounter(monkeypatch, fail=oom_above_two_images)
-    notes = []
+    caplog.set_level(logging.INFO, logger="awt.bench")
     fs = compute_features(tiny_backbone, paths, views=views, seed=0, cache_dir=tmp_path / "c", batch_size=8,
-                          workers=0, progress=False, log=notes.append)
+                          workers=0)
+    notes = [r.getMessage() for r in caplog.records if r.name == "awt.bench"]
     # batches ramp up 1, 2, 4: the first of 4 images fails, then (at most 4) its first of 4 again
     assert fs.batch_size == 2 and len(fs) == 16 and bool(fs.valid.all())
     assert [n.split("batch size ")[-1] for n in notes] == ["4", "2"]
     assert set(counter.batches) == {1 * (views + 1), 2 * (views + 1)}   # every successful batch: 1 or 2 images
     reference = compute_features(tiny_backbone, paths, views=views, seed=0, cache_dir=tmp_path / "ref",
-                                 batch_size=8, workers=0, progress=False)
+                                 batch_size=8, workers=0)
     assert torch.equal(fs.features, reference.features)
 
     # a single image that does not fit is a user-facing error, not an endless loop
     counter.fail = lambda c, p: (_ for _ in ()).throw(RuntimeError("CUDA error: out of memory"))
     with pytest.raises(AWTError, match="out of memory encoding a single image"):
         compute_features(tiny_backbone, paths, views=views, seed=0, cache_dir=tmp_path / "c2", batch_size=4,
-                         workers=0, progress=False, log=notes.append)
+                         workers=0)
 
 
 def test_duplicate_class_names_and_unreadable_images(labeled_images, tmp_path, tiny_model_name):
@@ -525,7 +527,7 @@ def test_smoke_config_end_to_end(labeled_images, tmp_path, monkeypatch):
     counter = EncodeCounter(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = run_bench(cfg, tmp_path / "smoke", progress=False, log=lambda m: None)
+        result = run_bench(cfg, tmp_path / "smoke")
     rows = list(csv.DictReader(open(tmp_path / "smoke" / "summary.csv")))
     assert sorted(r["method"] for r in rows) == sorted(METHODS)
     assert all(r["images"] == str(images) and 0 <= float(r["top1"]) <= float(r["top5"]) <= 100 for r in rows)

@@ -128,7 +128,7 @@ def tiny_sweep(tmp_path: Path, images, tiny_model_name: str, methods, **settings
 def run(config: Path, out: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return run_bench(load_config(config), out, progress=False, log=lambda m: None)
+        return run_bench(load_config(config), out)
 
 
 def test_decoding_and_precision_in_records_and_keys(labeled_images, tmp_path, tiny_model_name, monkeypatch):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -345,15 +346,16 @@ def miniature(tmp_path, monkeypatch):
     return data, desc
 
 
-def test_bench_runs_the_paper_config_on_a_miniature_of_every_layout(miniature, tmp_path):
+def test_bench_runs_the_paper_config_on_a_miniature_of_every_layout(miniature, tmp_path, caplog):
     from awt.bench.config import load_config
     from awt.bench.runner import run_bench
 
     started = time.perf_counter()
     config = load_config(miniature_config(tmp_path))
     assert [d.name for d in config.datasets] == list(_entries(PAPER))
-    logs: list[str] = []
-    result = run_bench(config, tmp_path / "out", progress=False, log=logs.append)
+    caplog.set_level(logging.INFO, logger="awt.bench")
+    result = run_bench(config, tmp_path / "out")
+    logs = [r.getMessage() for r in caplog.records if r.name == "awt.bench"]
     seconds = time.perf_counter() - started
     assert len(result.records) == 36 and len(result.ran) == 36
     for record in result.records:

@@ -23,18 +23,20 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from ..errors import AWTError
 from ..files import atomic_torch_save, atomic_write_text
 from ..images import Decoding
+from ..progress import progress_bar
 from ..views import encode_views
+
+_log = logging.getLogger("awt.bench")
 
 FEATURES_VERSION = 1
 
@@ -117,10 +119,8 @@ def compute_features(
     batch_size: int = 8,
     workers: int | None = None,
     shard_batches: int = 16,
-    progress: bool = True,
     description: str = "features",
     meta: dict | None = None,
-    log: Callable[[str], None] = logging.getLogger("awt.bench").info,
     decoding: Decoding = Decoding(),
 ) -> FeatureSet:
     """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts).
@@ -129,8 +129,6 @@ def compute_features(
     encodes its share into its own parts, and rank 0 assembles the set once every share is on disk;
     the other ranks get a set without features (they do not score).
     """
-    from tqdm.auto import tqdm
-
     from .. import distributed
 
     me = distributed.ranks()
@@ -179,9 +177,7 @@ def compute_features(
             done[[i for i, _ in b[2]]] = True
         buffer.clear()
 
-    bar = tqdm(total=n, initial=n - len(todo), desc=description, unit="img", file=sys.stderr,
-               disable=None if progress and me.main else True,   # None: on a terminal only, never into a log
-               dynamic_ncols=True, leave=False)
+    bar = progress_bar(n, description, "img", initial=n - len(todo), disable=not me.main)
     batch = max(1, int(batch_size))
     try:
         while not bool(done.all()):
@@ -193,7 +189,7 @@ def compute_features(
                 try:
                     for fb in stream:
                         positions = [todo[i] for i in fb.indices]
-                        errors = [(todo[i], reason) for i, reason in fb.errors]
+                        errors = [(todo[i], str(problem)) for i, problem in fb.errors]
                         buffer.append((positions, fb.features.to("cpu", torch.float16), errors))
                         encoded += len(positions) + len(errors)
                         bar.update((len(positions) + len(errors)) * me.world)  # the shares go at one pace
@@ -213,7 +209,8 @@ def compute_features(
                 batch = max(1, batch // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                log(f"{description}: out of memory, retrying with batch size {batch}")
+                if me.main:
+                    _log.info(f"{description}: out of memory, retrying with batch size {batch}")
     except BaseException:
         try:
             flush()  # keep every finished batch for the next run, also on Ctrl-C

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -24,6 +22,7 @@ from .. import distributed
 from ..errors import AWTError
 from ..files import check_folder
 from ..methods import get_method, score
+from ..progress import progress_bar
 from ..prompts import ClassPrompts, encode_classes
 from ..scoring import AWTConfig
 from ..spec import ClassifierSpec
@@ -34,7 +33,6 @@ from .plan import Run, plan_runs
 from .prepare import PreparedDataset, load_backbone, prepare_dataset
 from .records import device_info, make_record, read_record, versions, write_record
 
-Log = Callable[[str], None]
 _SCORE_CHUNK = 256   # images scored at once
 _NAMED_ERRORS = 10   # unreadable images of a dataset named on screen
 
@@ -50,29 +48,25 @@ class BenchResult:
 
 
 _log = logging.getLogger("awt.bench")
-_stderr = _log.info   # the library logs; ``awt bench`` passes its own ``log`` to show these lines
 
 
-def run_bench(config: BenchConfig, output: str | os.PathLike, *, force: bool = False, progress: bool = True,
-              log: Log = _stderr) -> BenchResult:
+def run_bench(config: BenchConfig, output: str | os.PathLike, *, force: bool = False) -> BenchResult:
     """Run every run of ``config`` that is not on disk yet (all of them with ``force``), then summarise.
 
     Under ``torchrun`` every rank calls this: the ranks share the image encoding, and rank 0 alone
     scores and writes the records and the summary (the other ranks return an empty result).
     """
     distributed.init(config.settings.device)
-    return Sweep(config, Path(output), force=force, progress=progress, log=log).run()
+    return Sweep(config, Path(output), force=force).run()
 
 
 class Sweep:
     """The state of one sweep: its plan, what is on disk, and what this call encodes and scores."""
 
-    def __init__(self, config: BenchConfig, output: Path, *, force: bool = False, progress: bool = True,
-                 log: Log = _stderr):
+    def __init__(self, config: BenchConfig, output: Path, *, force: bool = False):
         self.ranks = distributed.ranks()
         self.config, self.settings = config, config.settings
-        self.output, self.force, self.progress = output, force, progress and self.ranks.main
-        self.log = log if self.ranks.main else (lambda message: None)
+        self.output, self.force = output, force
         self.cache_dir = self.settings.cache_dir or (output / "cache")
         self.batch_size = self.settings.batch_size  # halved for good after an out-of-memory error
         self.records: dict[str, dict] = {}
@@ -80,6 +74,11 @@ class Sweep:
         self.skipped: list[str] = []
         self.feature_log: list[dict] = []
         self._named: set[str] = set()   # datasets whose unreadable images were named
+
+    def _note(self, message: str) -> None:
+        """A line of the sweep's progress, said by rank 0 alone (the ``awt.bench`` logger)."""
+        if self.ranks.main:
+            _log.info(message)
 
     # -- the whole sweep --------------------------------------------------------------------------
 
@@ -98,7 +97,7 @@ class Sweep:
             try:
                 self._run_pending(pending, prepared)
             except KeyboardInterrupt:
-                self.log(f"interrupted: {len(self.ran)} run(s) finished now and are on disk; encoded features are "
+                self._note(f"interrupted: {len(self.ran)} run(s) finished now and are on disk; encoded features are "
                          "kept -- run the same command again to go on")
                 raise
         if not self.ranks.main:
@@ -120,12 +119,12 @@ class Sweep:
                 self.skipped.append(run.label)
                 continue
             if old is not None and old.get("key") != run.key and not self.force:
-                self.log(f"rerun {run.label}: its settings changed since {path} was written")
+                self._note(f"rerun {run.label}: its settings changed since {path} was written")
             pending.append(run)
-        self.log(f"{self.config.name}: {len(plan)} runs, {len(self.skipped)} already on disk, {len(pending)} to run"
+        self._note(f"{self.config.name}: {len(plan)} runs, {len(self.skipped)} already on disk, {len(pending)} to run"
                  + (" (all rerun: force)" if self.force and plan else ""))
         for label in self.skipped:
-            self.log(f"skip {label}: on disk")
+            self._note(f"skip {label}: on disk")
         distributed.broadcast([run.key for run in pending])
         return pending
 
@@ -143,13 +142,13 @@ class Sweep:
             except AWTError as e:
                 problems[name] = str(e)
                 continue
-            self.log(f"dataset {name}: {ds.subset_note}, {len(ds.prompt_names)} classes")
+            self._note(f"dataset {name}: {ds.subset_note}, {len(ds.prompt_names)} classes")
             shared = [n for n, d in ds.duplicate_names.items() if d["same_descriptions"]]
             if shared:
-                self.log(f"note: dataset {name}: repeated class names are distinct classes (by label) that share "
+                self._note(f"note: dataset {name}: repeated class names are distinct classes (by label) that share "
                          "their descriptions: " + ", ".join(map(repr, shared)))
             if run.dataset.descriptions is None:
-                self.log(f"note: dataset {name} has no descriptions: every method uses the template alone (M=0)")
+                self._note(f"note: dataset {name} has no descriptions: every method uses the template alone (M=0)")
         if len(problems) == 1:
             raise AWTError(next(iter(problems.values())))
         if problems:
@@ -165,7 +164,7 @@ class Sweep:
             backbone = load_backbone(spec, self.settings, self.cache_dir,
                                      device=distributed.rank_device(self.settings.device))
             device = device_info(backbone)
-            self.log(f"backbone {spec.name}: {backbone.name} on {device['device']} ({device['precision']}), "
+            self._note(f"backbone {spec.name}: {backbone.name} on {device['device']} ({device['precision']}), "
                      f"loaded in {time.perf_counter() - t:.1f} s")
             for name in _unique(r.dataset.name for r in runs):
                 ds = prepared[name]
@@ -191,7 +190,7 @@ class Sweep:
                         write_record(self.output / run.relpath(), record)
                         self.records[run.key] = record
                         self.ran.append(run.label)
-                        self.log(f"done {run.label}: top-1 {record['top1']:.2f}  top-5 {record['top5']:.2f}  "
+                        self._note(f"done {run.label}: top-1 {record['top1']:.2f}  top-5 {record['top5']:.2f}  "
                                  f"recall {record['mean_per_class_recall']:.2f}  ({record['images']} images, "
                                  f"features {record['feature_source']}, scored in {record['score_time_s']:.2f} s)")
                     earlier = sets or earlier
@@ -208,12 +207,12 @@ class Sweep:
         if not bool(fs.valid.any()):
             raise AWTError(f"dataset {dataset}: none of its {len(fs)} images can be read (first: {reasons[0]}); "
                            "nothing to score")
-        self.log(f"dataset {dataset}: {len(reasons)} of {len(fs)} images cannot be read and are left out of its "
+        self._note(f"dataset {dataset}: {len(reasons)} of {len(fs)} images cannot be read and are left out of its "
                  "metrics:")
         for reason in reasons[:_NAMED_ERRORS]:
-            self.log(f"  {reason}")
+            self._note(f"  {reason}")
         if len(reasons) > _NAMED_ERRORS:
-            self.log(f"  ... and {len(reasons) - _NAMED_ERRORS} more (each run's record lists the first 20)")
+            self._note(f"  ... and {len(reasons) - _NAMED_ERRORS} more (each run's record lists the first 20)")
 
     # -- one run ----------------------------------------------------------------------------------
 
@@ -250,15 +249,15 @@ class Sweep:
         fs = compute_features(
             backbone, ds.images.paths, views=views, seed=seed, cache_dir=self.cache_dir,
             batch_size=self.batch_size, workers=self.settings.workers, shard_batches=self.settings.shard_batches,
-            progress=self.progress, description=what, log=self.log, decoding=self.settings.decoding,
+            description=what, decoding=self.settings.decoding,
             meta={"backbone": run.backbone.name, "dataset": run.dataset.name, "model": backbone.name},
         )
         self.batch_size = fs.batch_size
         took = time.perf_counter() - t
         if fs.source == "cached":
-            self.log(f"{what}: loaded from cache ({len(fs)} images) {fs.path}")
+            self._note(f"{what}: loaded from cache ({len(fs)} images) {fs.path}")
         else:
-            self.log(f"{what}: {fs.source} -- encoded {fs.encoded} images x {views + 1} views in {took:.1f} s "
+            self._note(f"{what}: {fs.source} -- encoded {fs.encoded} images x {views + 1} views in {took:.1f} s "
                      f"({fs.encoded / max(took, 1e-9):.1f} images/s) -> {fs.path}")
         self.feature_log.append({"backbone": run.backbone.name, "dataset": run.dataset.name, "views": views,
                                  "seed": seed, "source": fs.source, "encoded": fs.encoded, "file": str(fs.path)})
@@ -272,8 +271,6 @@ class Sweep:
 
     def _score(self, run: Run, ds: PreparedDataset, fs: FeatureSet, first_use: bool, backbone,
                classes: ClassPrompts, text_time: float, device: dict) -> dict:
-        from tqdm.auto import tqdm
-
         started = datetime.now(timezone.utc)
         method = get_method(run.method)
         valid = fs.valid
@@ -298,8 +295,8 @@ class Sweep:
             t = time.perf_counter()
             starts = range(0, feats.shape[0], _SCORE_CHUNK)
             not_finite = torch.zeros((), dtype=torch.long, device=classes.features.device)
-            for start in tqdm(starts, desc=f"score {run.label}", unit="chunk", file=sys.stderr, leave=False,
-                              disable=True if not self.progress or len(starts) < 4 else None, dynamic_ncols=True):
+            for start in progress_bar(None, f"score {run.label}", "chunk", iterable=starts,
+                                      disable=not self.ranks.main or len(starts) < 4):
                 chunk = scores(feats[start:start + _SCORE_CHUNK])
                 not_finite += (~torch.isfinite(chunk)).any(1).sum().to(not_finite.device)  # read once, below
                 tops.append(chunk.topk(k, dim=1).indices.cpu())

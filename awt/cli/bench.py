@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from .text import printable
 
 
 def bench(
@@ -32,10 +31,13 @@ def bench(
     from ..bench.report import markdown_table
     from ..bench.runner import run_bench
 
+    from ..progress import show_progress
+
     cfg = load_config(config, device=device)
+    if quiet:
+        show_progress(False)
     try:
-        result = run_bench(cfg, output, force=force, progress=not quiet,
-                           log=lambda m: typer.echo(printable(m), err=True))
+        result = run_bench(cfg, output, force=force)
     except KeyboardInterrupt:  # the sweep has said what is kept, in one line
         raise typer.Exit(130) from None
     finally:
