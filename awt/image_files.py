@@ -6,6 +6,7 @@ warnings -- Python's and what libtiff writes to stderr -- are said once each, wi
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import stat
@@ -24,6 +25,8 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFB
           stat.S_IFSOCK: "a socket"}
 _BYTES = re.compile(r"""\bb(['"])((?:\\.|(?!\1).)*)\1""")   # a bytes repr in a library's message
 _SHOWN_WARNINGS = 3   # distinct decoder warnings said per file
+
+_log = logging.getLogger("awt.images")
 
 
 class NotRegularFile(Exception):
@@ -76,12 +79,13 @@ def describe_error(error: BaseException) -> str:
 
 
 def reissue(path: str, caught: Iterable[warnings.WarningMessage]) -> None:
-    """The warnings a decoder gave about ``path``, again, once each and naming it (at most a few)."""
+    """The warnings a decoder gave about ``path``, again, once each and naming it (at most a few), as
+    notes of the ``awt.images`` logger."""
     distinct = [m for m in dict.fromkeys(" ".join(without_bytes(str(w.message)).split()) for w in caught) if m]
     for message in distinct[:_SHOWN_WARNINGS]:
-        warnings.warn(f"{path}: {message}", ImageWarning, stacklevel=3)
+        _log.warning(f"{path}: {message}")
     if len(distinct) > _SHOWN_WARNINGS:
-        warnings.warn(f"{path}: {len(distinct) - _SHOWN_WARNINGS} more decoder warning(s)", ImageWarning, stacklevel=3)
+        _log.warning(f"{path}: {len(distinct) - _SHOWN_WARNINGS} more decoder warning(s)")
 
 
 @contextlib.contextmanager

@@ -12,10 +12,10 @@ and the bench AWT settings but three (every value is refused in process here, by
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
-import warnings
 from pathlib import Path
 
 import pytest
@@ -138,15 +138,15 @@ def test_an_eps_file_is_never_opened_as_an_image(world, monkeypatch):
         load_image(world.path("bad", "eps-renamed.jpg"))
 
 
-def test_decoder_warnings_name_their_file_once(world):
+def test_decoder_warnings_name_their_file_once(world, caplog):
     for name in ("corrupt-exif.jpg", "damaged.tif"):
         path = world.path("bad", name)
         if name.endswith(".tif") and world.tiff_error:
             continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="awt.images"):
             load_image(path)
-        messages = [str(w.message) for w in caught]
+        messages = [r.getMessage() for r in caplog.records if r.name == "awt.images"]
         assert messages and all(m.startswith(f"{path}: ") for m in messages), messages
         assert len(messages) == len(set(messages)) and not any("tempfile.tif" in m for m in messages)
 
