@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -196,7 +197,7 @@ def cut_views(packed: PackedViews, size: tuple[int, int], mean: Sequence[float],
 
     The canvas is normalised before resampling: the weights of each output pixel sum to one, so
     this equals normalising the views, on ten times fewer pixels. Nothing here waits for the
-    device: with ``packed`` already there (see :func:`awt.images.to_device`), the host only queues work.
+    device: with ``packed`` already there (see :func:`awt.loading.to_device`), the host only queues work.
 
     Returns:
         (batch, n, 3, height, width) normalised views on ``device`` (a permuted view), float16
@@ -251,3 +252,34 @@ def crop_views(
     if len(images) == 0 or boxes[0].shape[0] == 0:
         return torch.empty(len(images), 0 if not boxes else int(boxes[0].shape[0]), 3, *size, device=device)
     return cut_views(pack_views(images, boxes, flips), size, mean, std, device)
+
+
+def cap_size(image: Image.Image, max_short_side: int) -> Image.Image:
+    """Shrink very large images so their shorter side is ``max_short_side``.
+
+    The smallest random crop (8% of the area) still covers ``0.28 * 4 > 1`` output sizes when the
+    cap is four output sizes, so no crop loses resolution; it bounds decode-to-device traffic.
+    """
+    w, h = image.size
+    short = min(w, h)
+    if short <= max_short_side:
+        return image
+    scale = max_short_side / short
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
+
+
+def random_views(image: Image.Image, n: int, seed: int, max_short_side: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The recipe of an image's random views: their source (``image`` shrunk by :func:`cap_size`
+    to ``max_short_side``, when given), and ``n`` crop boxes and flips drawn from ``seed`` and the
+    source's pixels (:func:`sample_views`, :func:`image_seed`).
+
+    Returns:
+        pixels (3, H, W) uint8, boxes (n, 4) float32 ``x0, y0, x1, y1`` in those pixels, flips (n,) bool.
+    """
+    if max_short_side is not None:
+        image = cap_size(image, max_short_side)
+    array = np.asarray(image)
+    boxes, flips = sample_views(array.shape[0], array.shape[1], n, image_seed(array, seed))
+    pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return pixels, torch.from_numpy(boxes), torch.from_numpy(flips)

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from . import defaults, distributed
-from .backbone import Backbone, create_backbone
+from .backbones import Backbone, create_backbone
 from .errors import AWTError
 from .images import ImageInput
 from .methods import get_method, score

@@ -17,8 +17,8 @@ from typing import Iterator, Sequence
 import torch
 
 from .augment import PackedViews, cut_views
-from .backbone import Backbone
-from .images import to_device
+from .backbones import Backbone
+from .loading import to_device
 from .video_sampling import VideoSampling, view_order
 from .videos import DEFAULT_MAX_PIXELS, VideoSource, collate_videos
 from .views import ViewFeatures, default_workers
@@ -55,7 +55,7 @@ def cut_video_views(packed: PackedViews, sampling: VideoSampling, size: tuple[in
 
 def video_loader(size: int, sampling: VideoSampling, videos: Sequence[str | os.PathLike], batch_size: int,
                  num_workers: int, pin_memory: bool, max_pixels: int | None) -> torch.utils.data.DataLoader:
-    """A loader of host batches (:class:`awt.images.HostBatch`, ``view0`` None) of ``videos`` in order."""
+    """A loader of host batches (:class:`awt.loading.HostBatch`, ``view0`` None) of ``videos`` in order."""
     keys = [(i, os.fspath(v)) for i, v in enumerate(videos)]
     batches = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
     return torch.utils.data.DataLoader(

@@ -23,7 +23,7 @@ import torch
 from . import defaults
 from .augment import pack_views
 from .errors import AWTError
-from .images import HostBatch
+from .loading import HostBatch
 from .video_sampling import (SEEK_MARGIN, VideoSampling, counted_indices, crop_boxes, indexed_windows, scaled_size,
                              window_positions)
 

@@ -10,9 +10,10 @@ import torch
 
 from . import defaults
 from .augment import cut_views
-from .backbone import Backbone
+from .backbones import Backbone
 from .errors import AWTError
-from .images import Decoding, ImageInput, to_device
+from .images import Decoding, ImageInput
+from .loading import to_device, view_loader
 
 DEFAULT_VIEWS = defaults.VIEWS
 
@@ -58,7 +59,7 @@ def encode_views(
     if num_workers is None:
         num_workers = default_workers(len(images), batch_size)
     loader_batch = max(1, batch_size // 4) if num_workers > 0 else batch_size
-    batches = backbone.view_loader(num_workers, decoding)(images, views, seed, loader_batch)
+    batches = view_loader(backbone, num_workers, decoding)(images, views, seed, loader_batch)
     for batch in to_device(batches, backbone.device):
         host = batch.host
         if not host.indices:

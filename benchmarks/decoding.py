@@ -37,7 +37,8 @@ import torch
 from PIL import Image
 
 from awt.augment import crop_views, image_seed, sample_views
-from awt.images import Decoding, cap_size, load_image
+from awt.augment import cap_size
+from awt.images import Decoding, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHORS = Decoding(exif_transpose=False, draft=False, source_cap=False)

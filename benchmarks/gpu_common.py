@@ -39,7 +39,7 @@ def model_name(plan: dict, name: str) -> str:
 
 def random_backbone(plan: dict, name: str, device: str, precision: str):
     """``name`` with random weights (seeded: the same on every device) through ``awt.create_backbone``."""
-    from awt.backbone import create_backbone
+    from awt.backbones import create_backbone
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "randomly initialised": on purpose

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 import awt
 import awt.methods
-from awt.backbone import create_backbone, resolve_device
+from awt.backbones import create_backbone, resolve_device
 from awt.classifier import AWTClassifier
 from awt.spec import ClassifierSpec
 from awt.prompts import ClassPrompts

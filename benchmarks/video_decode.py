@@ -95,7 +95,7 @@ def main() -> None:
 
     import torch
 
-    from awt.backbone import create_backbone
+    from awt.backbones import create_backbone
     from awt.video_sampling import VideoSampling
     from awt.video_views import crop_size, cut_video_views
     from awt.videos import VideoSource, collate_videos, sample_video

@@ -130,7 +130,7 @@ def serve() -> None:
 
     # the slow imports, once: what the commands import when they run (a checkout without one of
     # these modules, or without an optional library, simply imports less)
-    for name in ("torch", "open_clip", "awt.cli", "awt.classifier", "awt.backbone_open_clip", "awt.backbone_hf",
+    for name in ("torch", "open_clip", "awt.cli", "awt.classifier", "awt.backbones.openclip", "awt.backbones.hf",
                  "awt.bench.runner", "awt.bench.report", "awt.describe.run", "matplotlib.pyplot", "transformers",
                  "safetensors.torch", "tqdm.auto", "yaml"):
         with contextlib.suppress(Exception):

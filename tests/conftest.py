@@ -50,7 +50,7 @@ def tiny_model_name(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tiny_model_name):
-    from awt.backbone import create_backbone
+    from awt.backbones import create_backbone
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

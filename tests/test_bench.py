@@ -26,7 +26,7 @@ from awt.bench.datasets import (
     read_labels_csv,
 )
 from awt.bench.prepare import stratified_subset
-from awt.backbone_open_clip import OpenCLIPBackbone
+from awt.backbones.openclip import OpenCLIPBackbone
 from awt.bench.config import load_config
 from awt.bench.features import compute_features, is_out_of_memory
 from awt.bench.metrics import compute_metrics, mean_per_class_recall, metrics_from_topk, top_k_accuracy

@@ -11,6 +11,7 @@ from PIL import Image
 from awt import AWTClassifier, AWTError, ClassifierSpec
 from awt.augment import crop_views, image_seed, pack_views, sample_views
 from awt.images import load_image
+from awt.loading import view_loader
 from awt.reference import paper_awt_scores
 
 EXAMPLES = ["astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg"]
@@ -77,7 +78,7 @@ def test_loader_workers_are_kept_and_survive_abandoned_calls(clf, example_files,
     inputs = example_files + [str(broken)]
 
     first = clf.classify(inputs, batch_size=2, num_workers=2)
-    loader = clf.backbone.view_loader(2)
+    loader = view_loader(clf.backbone, 2)
     pids = loader.worker_pids()
     assert first[-1].error is not None and "not an image" in first[-1].error
     # an unfinished call (an open generator) and a call beside it, then a call after it closed
@@ -95,7 +96,7 @@ def test_loader_workers_are_kept_and_survive_abandoned_calls(clf, example_files,
 
 
 def test_batch_sizes_ramp_up_then_stay():
-    from awt.images import batch_sizes
+    from awt.loading import batch_sizes
 
     assert batch_sizes(20, 8, ramp=True) == [1, 2, 4, 8, 5]
     assert batch_sizes(2, 8, ramp=True) == [1, 1]

@@ -13,8 +13,8 @@ from numpy.testing import assert_allclose
 
 from awt import AWTClassifier, ClassifierSpec
 from awt.augment import cut_views
-from awt.backbone_open_clip import CausalTextTower
-from awt.images import to_device
+from awt.backbones.openclip import CausalTextTower
+from awt.loading import to_device, view_loader
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -35,7 +35,7 @@ def backbones(tiny_backbone):
     model = copy.deepcopy(tiny_backbone.model).cuda()
     # the text tower too: the CPU backbone's holds the CPU model's weights
     gpu = dataclasses.replace(tiny_backbone, model=model, text_tower=CausalTextTower.of(model),
-                              device=torch.device("cuda"), _view_loaders={})
+                              device=torch.device("cuda"))
     yield tiny_backbone, gpu
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
@@ -48,7 +48,7 @@ def _classifiers(backbones, tmp_path):
 
 def test_copies_and_views_never_wait_for_the_device(backbones, files):
     cpu, gpu = backbones
-    hosts = list(gpu.view_loader(0)(files, 6, 0, 4))  # pinned by the loader
+    hosts = list(view_loader(gpu, 0)(files, 6, 0, 4))  # pinned by the loader
     assert all(h.packed.canvas.is_pinned() and h.packed.rois.is_pinned() for h in hosts)
 
     def views():

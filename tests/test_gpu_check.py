@@ -191,7 +191,7 @@ def test_a_score_beyond_the_tolerance_fails_the_comparison():
 
 
 def test_a_gpu_index_the_machine_lacks_is_one_line_before_any_work(monkeypatch):
-    from awt.backbone import resolve_device
+    from awt.backbones import resolve_device
     from awt.errors import AWTError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a machine with one GPU

@@ -18,8 +18,8 @@ pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).parent))
 import hf_models  # noqa: E402
 
-from awt.backbone import create_backbone  # noqa: E402
-from awt.backbone_hf import _pooled  # noqa: E402
+from awt.backbones import create_backbone  # noqa: E402
+from awt.backbones.hf import _pooled  # noqa: E402
 from awt.errors import AWTError  # noqa: E402
 
 TEXTS = ["a photo of a Cat.", "A blurry photo of the airplane. It has wings, a long body and a tail.", "dog"]
@@ -81,7 +81,7 @@ def test_family_matches_its_own_processor_and_model(family, built, image):
     view0 = bb.preprocess(img)
     assert tuple(view0.shape[-2:]) == bb.image_size
     if family == "siglip2":
-        from awt.backbone_hf import unpatchify
+        from awt.backbones.hf import unpatchify
 
         g = bb.image_size[0] // bb.patch
         assert pixels["spatial_shapes"][0].tolist() == [g, g]
@@ -109,7 +109,7 @@ def test_family_matches_its_own_processor_and_model(family, built, image):
         assert bb.mean == pytest.approx(tuple(ip.image_mean), abs=1e-6) and bb.std == pytest.approx(tuple(ip.image_std), abs=1e-6)
     if family.startswith("siglip"):
         assert bb.logit_bias == pytest.approx(float(bb.model.logit_bias.detach())) and bb.family.padding == "max_length"
-        assert bb.tokenize(["A Cat"])["input_ids"].shape[1] == bb.max_length
+        assert bb._tokenize(["A Cat"])["input_ids"].shape[1] == bb.max_length
     else:
         assert bb.logit_bias is None
 

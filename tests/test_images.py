@@ -20,7 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from awt.images import DEFAULT_MAX_PIXELS, ImageError, ViewSource, cap_size, find_images, load_image, to_rgb
+from awt.augment import cap_size
+from awt.images import DEFAULT_MAX_PIXELS, ImageError, find_images, load_image, to_rgb
+from awt.loading import ViewSource
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "awt" / "data" / "examples"
@@ -369,7 +371,8 @@ def test_max_pixels(jpeg_108mp, tmp_path, monkeypatch, photo):
     assert load_image(tmp_path / "photo.png", max_pixels=451 * 300).size == (451, 300)
     with pytest.raises(ImageError, match="451 x 300 pixels"):
         load_image(tmp_path / "photo.png", max_pixels=451 * 300 - 1)
-    from awt.images import Decoding, ViewLoader
+    from awt.images import Decoding
+    from awt.loading import ViewLoader
 
     loader = ViewLoader(lambda im: torch.zeros(3, 4, 4), 64, num_workers=0, pin_memory=False,
                         decoding=Decoding(max_pixels=1000))

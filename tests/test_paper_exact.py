@@ -22,7 +22,8 @@ from awt.bench.features import feature_key
 from awt.bench.plan import plan_runs
 from awt.bench.runner import run_bench
 from awt.errors import AWTError
-from awt.images import Decoding, ViewSource, load_image
+from awt.images import Decoding, load_image
+from awt.loading import ViewSource, view_loader
 
 from conftest import EXAMPLES
 from test_bench import EncodeCounter, write_config, write_small_csv
@@ -100,8 +101,8 @@ def test_loaders_and_classifier_features_follow_the_decoding(tmp_path, tiny_back
     rotated = photo_jpeg(tmp_path / "rotated.jpg", 6)
     plain = photo_jpeg(tmp_path / "plain.jpg", None)           # the same stored pixels, no orientation tag
     bb = tiny_backbone
-    assert bb.view_loader(0) is bb.view_loader(0, Decoding())
-    assert bb.view_loader(0, AUTHORS) is not bb.view_loader(0) and bb.view_loader(0, AUTHORS).decoding == AUTHORS
+    assert view_loader(bb, 0) is view_loader(bb, 0, Decoding())
+    assert view_loader(bb, 0, AUTHORS) is not view_loader(bb, 0) and view_loader(bb, 0, AUTHORS).decoding == AUTHORS
 
     def features(decoding: Decoding, path: Path) -> torch.Tensor:
         clf = AWTClassifier(bb, ClassifierSpec(["cup", "cat"], views=3, cache_dir=None, decoding=decoding))

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from awt.backbone import create_backbone
-from awt.backbone_open_clip import CausalTextTower
+from awt.backbones import create_backbone
+from awt.backbones.openclip import CausalTextTower
 from awt.prompts import encode_prompts
 from conftest import TINY_CONFIG
 

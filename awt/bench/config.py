@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from .. import defaults
 from ..defaults import PRECISIONS
 from ..errors import AWTError, SettingError, first_line, yaml_problem
+from ..backbones.names import resolve_model
 from ..images import Decoding
 from ..methods import get_method, method_names
 from ..prompt_sets import check_template
@@ -31,7 +32,6 @@ _INTERNAL = {"config": False}   # a field that is not a config key
 # class of that name takes the k-th entry; "last", every class of it takes the last entry, as
 # ``json.load`` (the AWT authors' reader) keeps it.
 REPEATED_NAMES = ("in_order", "last")
-_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def config_keys(cls) -> tuple[str, ...]:
@@ -190,10 +190,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
-def _looks_like_path(value: str) -> bool:
-    return "/" in value or os.sep in value or value.endswith(_CHECKPOINT_SUFFIXES)
-
-
 def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConfig:
     """Read and check a benchmark config; relative paths are relative to the config file's folder.
 
@@ -267,7 +263,7 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
         decoding=decoding,
         repeats=repeats,
     )
-    from ..backbone import resolve_device, resolve_precision
+    from ..backbones import resolve_device, resolve_precision
 
     try:
         device = resolve_device(settings.device)
@@ -302,27 +298,14 @@ def load_config(path: str | os.PathLike, device: str | None = None) -> BenchConf
             raise _fail(path, f"{key}.preprocess_cfg", "only goes with model_cfg")
         model = _as_str(b.get("model"), f"{key}.model", path)
         pretrained = b.get("pretrained")
-        if model.startswith("local-dir:"):
-            local = _resolve(model[len("local-dir:"):], base, f"{key}.model", path)
-            if not local.is_dir():
-                raise _fail(path, f"{key}.model", f"{local} not found")
-            model = f"local-dir:{local}"
-        elif model.startswith("hf:"):   # transformers: pretrained is a revision, the default branch when absent
-            local = model[len("hf:"):]
-            if local.startswith((".", "/", "~")):
-                resolved = _resolve(local, base, f"{key}.model", path)
-                if not resolved.is_dir():
-                    raise _fail(path, f"{key}.model", f"{resolved} not found")
-                model = f"hf:{resolved}"
-        elif pretrained is None and not model.startswith("hf-hub:"):
-            raise _fail(path, f"{key}.pretrained", "required: a pretrained tag, a checkpoint file, or none")
         if pretrained is not None:
             pretrained = _as_str(str(pretrained), f"{key}.pretrained", path)
-            if _looks_like_path(pretrained) and not model.startswith("hf:"):
-                ckpt = _resolve(pretrained, base, f"{key}.pretrained", path)
-                if not ckpt.is_file():
-                    raise _fail(path, f"{key}.pretrained", f"checkpoint {ckpt} not found")
-                pretrained = str(ckpt)
+        try:   # the loaders' own naming rules, paths relative to the config
+            model, pretrained = resolve_model(model, pretrained, lambda p, k=key: _resolve(p, base, k, path))
+        except AWTError as e:
+            if e.setting is None:   # said already, with its key
+                raise
+            raise _fail(path, f"{key}.{e.setting}", str(e)) from None
         identity = {"model": b.get("model"), "pretrained": b.get("pretrained"), "precision": precision}
         name = _slug(str(b.get("name") or (model.split(":", 1)[-1].rsplit("/", 1)[-1] + f"-{pretrained or 'none'}")))
         backbones.append(BackboneSpec(name, model, pretrained, precision, None, None, identity))

@@ -76,7 +76,7 @@ def plan_runs(config: BenchConfig) -> list[Run]:
 
 def resolved_precision(precision: str, device: str) -> str:
     """``auto`` as create_backbone reads it: fp16 on a GPU, fp32 elsewhere."""
-    from ..backbone import resolve_device, resolve_precision
+    from ..backbones import resolve_device, resolve_precision
 
     return resolve_precision(precision, resolve_device(device))
 

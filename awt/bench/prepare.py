@@ -82,7 +82,7 @@ def _write_inline_model(spec: BackboneSpec, cache_dir: Path) -> str:
 
 def load_backbone(spec: BackboneSpec, settings: Settings, cache_dir: Path, device: str | None = None):
     """The backbone of ``spec`` on ``device`` (default: the settings' device)."""
-    from ..backbone import create_backbone
+    from ..backbones import create_backbone
 
     model = _write_inline_model(spec, cache_dir) if spec.model_cfg is not None else spec.model
     return create_backbone(model, spec.pretrained, device or settings.device, spec.precision)

@@ -13,7 +13,7 @@ import torch
 from ..files import atomic_write_text
 
 if TYPE_CHECKING:
-    from ..backbone import Backbone
+    from ..backbones import Backbone
     from .config import BenchConfig
     from .features import FeatureSet
     from .plan import Run

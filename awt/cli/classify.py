@@ -80,7 +80,7 @@ def classify(
         decoding=Decoding(max_pixels=max_pixels or None))
 
     from .. import distributed
-    from ..backbone import create_backbone
+    from ..backbones import create_backbone
     from ..classifier import create_classifier
     from ..images import find_images
 

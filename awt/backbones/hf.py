@@ -35,15 +35,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import defaults
-from .backbone import NO_WEIGHTS, Backbone, weights_fingerprint
-from .errors import AWTError, first_line
+from .. import defaults
+from .base import Backbone, warn_random_weights, weights_fingerprint
+from .names import HF, NO_WEIGHTS
+from ..errors import AWTError, first_line
 
-PREFIX = "hf:"
-_CPU_ENCODE_CHUNK = 32
-_TEXT_BATCH = 256
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -169,18 +166,7 @@ class HFBackbone(Backbone):
             return _pooled(m.get_image_features(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes))
         return _pooled(m.get_image_features(pixel_values=pixels))
 
-    @torch.inference_mode()
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(n, 3, height, width) normalised pixels -> (n, dim) L2-normalised features (float32);
-        on the CPU in chunks of 32, as the open_clip backbone."""
-        pixels = pixels.to(self.device, self.input_dtype, non_blocking=True)
-        step = _CPU_ENCODE_CHUNK if self.device.type == "cpu" else max(1, len(pixels))
-        with self.autocast():
-            parts = [self._image_features(pixels[i : i + step]) for i in range(0, max(1, len(pixels)), step)]
-        features = torch.cat(parts) if len(parts) > 1 else parts[0]
-        return F.normalize(features.float(), dim=-1)
-
-    def tokenize(self, texts: Sequence[str], padding: str | None = None) -> dict[str, torch.Tensor]:
+    def _tokenize(self, texts: Sequence[str], padding: str | None = None) -> dict[str, torch.Tensor]:
         """The family's tokenization of ``texts``: what its text tower gets (``padding`` overrides the
         family's, e.g. ``max_length`` to measure what padding to the longest prompt saves)."""
         texts = [t.lower() for t in texts] if self.family.lower_case else list(texts)
@@ -194,16 +180,6 @@ class HFBackbone(Backbone):
             hidden = m.text_encoder(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))[0]
             return m.text_proj(hidden[:, 0, :])
         return _pooled(m.get_text_features(**tokens))
-
-    @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str], padding: str | None = None) -> torch.Tensor:
-        """Texts -> (n, dim) L2-normalised features (float32)."""
-        out = []
-        for start in range(0, len(texts), _TEXT_BATCH):
-            tokens = self.tokenize(texts[start:start + _TEXT_BATCH], padding)
-            with self.autocast():
-                out.append(F.normalize(self._text_features(tokens).float(), dim=-1))
-        return torch.cat(out) if out else torch.empty(0, 0, device=self.device)
 
 
 def _has_weights(path: Path) -> bool:
@@ -301,7 +277,7 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
     ``pretrained``: the Hub revision (branch, tag or commit); ``None`` or ``openai`` (the command
     line's default) for the default branch; ``none`` for random weights built from the config.
     """
-    source = model[len(PREFIX):]
+    source = model[len(HF):]
     if not source:
         raise AWTError("hf: needs a model: hf:ORG/REPO or hf:/path/to/dir")
     local = Path(source).expanduser()
@@ -349,8 +325,7 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
             raise AWTError(f"model {model}: cannot load its tokenizer or image processor: {first_line(e)}") from None
         _check_tokenizer(model, tokenizer)
         if random_weights:
-            warnings.warn(f"{model}: no pretrained weights, using a randomly initialised model "
-                          "(predictions are meaningless; fine for tests and speed measurements)", stacklevel=3)
+            warn_random_weights(model)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*BlipModel.*deprecated.*")

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 from urllib.parse import urlsplit
 
 import torch
-import torch.nn.functional as F
 
-from .backbone import NO_WEIGHTS, Backbone, weights_fingerprint
-from .errors import AWTError, first_line
+from .base import Backbone, warn_random_weights, weights_fingerprint
+from .names import CHECKPOINT_SUFFIXES, HF_HUB, LOCAL_DIR, NO_WEIGHTS
+from ..errors import AWTError, first_line
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-_CPU_ENCODE_CHUNK = 32
-_TEXT_BATCH = 256
 
 
 class CausalTextTower:
@@ -71,41 +67,15 @@ class OpenCLIPBackbone(Backbone):
     tokenizer: Callable = None
     text_tower: CausalTextTower | None = None   # None: every prompt runs at the full context length
 
-    @torch.inference_mode()
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(n, 3, height, width) normalised pixels -> (n, dim) L2-normalised features (float32).
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
 
-        On the CPU in chunks of 32: activations then stay in cache (ViT-B/32 on 2 cores: about 20%
-        more views per second than 200 at once). A GPU takes them all at once.
-        """
-        pixels = pixels.to(self.device, self.input_dtype, non_blocking=True)
-        step = _CPU_ENCODE_CHUNK if self.device.type == "cpu" else max(1, len(pixels))
-        with self.autocast():
-            parts = [_encode_rows(self.model.encode_image, pixels[i : i + step])
-                     for i in range(0, max(1, len(pixels)), step)]
-        features = torch.cat(parts) if len(parts) > 1 else parts[0]
-        return F.normalize(features.float(), dim=-1)
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.device)
 
-    @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> (n, dim) L2-normalised features (float32). A causal text tower runs each batch
-        only up to its longest prompt (:class:`CausalTextTower`)."""
-        encode = self.text_tower or self.model.encode_text
-        out = []
-        for start in range(0, len(texts), _TEXT_BATCH):
-            tokens = self.tokenizer(list(texts[start:start + _TEXT_BATCH])).to(self.device)
-            with self.autocast():
-                out.append(F.normalize(encode(tokens).float(), dim=-1))
-        return torch.cat(out) if out else torch.empty(0, 0, device=self.device)
-
-
-def _encode_rows(encode: Callable, pixels: torch.Tensor) -> torch.Tensor:
-    """``encode(pixels)``, a lone row encoded beside a copy of itself: a one-row product runs
-    through the BLAS's matrix-vector path, whose rounding differs from the matrix-matrix path
-    (by 6e-8 on AVX-512 CPUs), and an image's features must not depend on its batch."""
-    if pixels.shape[0] != 1 or pixels.device.type != "cpu":
-        return encode(pixels)
-    return encode(pixels.expand(2, *pixels.shape[1:]))[:1]
+    def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """A causal text tower runs each batch only up to its longest prompt (:class:`CausalTextTower`)."""
+        return (self.text_tower or self.model.encode_text)(tokens)
 
 
 _HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip asks the hub for
@@ -157,7 +127,7 @@ def _check_hub_repo(model: str, cache_dir: str | os.PathLike | None) -> bool:
     why = hub.unreachable_reason()
     if why is None:
         return False
-    repo = model[len("hf-hub:"):]
+    repo = model[len(HF_HUB):]
     if hub.cached(repo, "open_clip_config.json", cache_dir):
         return True
     raise AWTError(f"model {model}: not in the local Hugging Face cache and {why}; download it once with internet, "
@@ -169,7 +139,7 @@ def _local_dir_config(model: str) -> tuple[Path, str | None]:
     checks that open_clip would fail with a traceback or a misleading warning."""
     import json
 
-    folder = Path(model[len("local-dir:"):]).expanduser()
+    folder = Path(model[len(LOCAL_DIR):]).expanduser()
     config = folder / "open_clip_config.json"
     if not folder.is_dir():
         raise AWTError(f"model {model}: folder {folder} not found")
@@ -248,20 +218,21 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
     """
     import open_clip
 
-    from . import defaults, hub
+    from .. import defaults
+    from . import hub
 
-    schema = next((s for s in ("local-dir:", "hf-hub:") if model.startswith(s)), None)
+    schema = next((s for s in (LOCAL_DIR, HF_HUB) if model.startswith(s)), None)
     tag = None if pretrained is None or str(pretrained).lower() in NO_WEIGHTS else str(pretrained)
     checkpoint = None
     offline = False
     if schema is not None:
         if tag is not None and tag != defaults.PRETRAINED:
             raise AWTError(f"model {model}: a {schema} model takes its weights from its "
-                           f"{'folder' if schema == 'local-dir:' else 'repository'}; pretrained {tag!r} would be "
+                           f"{'folder' if schema == LOCAL_DIR else 'repository'}; pretrained {tag!r} would be "
                            "ignored (put the checkpoint in the folder as open_clip_model.safetensors, or load it "
                            "with the model's name)")
         tag = None
-        if schema == "local-dir:":
+        if schema == LOCAL_DIR:
             folder, found = _local_dir_config(model)
             checkpoint = None if found is None else str(folder / found)
             random_weights = found is None
@@ -308,8 +279,7 @@ def load(model: str, pretrained: str | None, device: torch.device, precision: st
         raise _load_failure(model, checkpoint, e) from None
     if random_weights:   # said once the model is built: no warning before an error
         note = f" ({', '.join(ignored)}: open_clip reads .safetensors, .bin or .pth files here)" if ignored else ""
-        warnings.warn(f"{model}: no pretrained weights, using a randomly initialised model{note} "
-                      "(predictions are meaningless; fine for tests and speed measurements)", stacklevel=3)
+        warn_random_weights(model, note)
     net.eval()
     cfg = open_clip.get_model_preprocess_cfg(net)
     size = cfg.get("size", 224)
