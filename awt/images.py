@@ -4,6 +4,7 @@ workers that run this are :mod:`awt.loading`)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import threading
@@ -20,7 +21,7 @@ from .image_files import (NotRegularFile, describe_error, formats, open_regular,
                           without_bytes)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-ImageInput = Union[str, os.PathLike, Image.Image]
+ImageInput = Union[str, os.PathLike, Image.Image, bytes]   # a path, a decoded image, or a file's bytes
 
 # The size (width x height, as stored) above which an image is refused as a possible decompression
 # bomb: where PIL itself refuses to open one (twice its MAX_IMAGE_PIXELS, which only warns). Large
@@ -129,6 +130,8 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
             return to_rgb(ImageOps.exif_transpose(source) if exif_transpose else source)
         except Exception as e:   # an opened image decodes lazily: its decoder may fail here
             raise ImageError(f"<{type(source).__name__}>: cannot decode: {describe_error(e)}") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):   # an upload: the same checks as a file's
+        return _load(io.BytesIO(source), "<bytes>", min_short_side, max_pixels, exif_transpose)
     path = os.fspath(source)
     try:
         fp = open_regular(path)
@@ -148,25 +151,30 @@ def load_image(source: ImageInput, min_short_side: int | None = None,
             raise ImageError(f"{path}: {'broken symbolic link (no such file)' if broken else 'no such file'}") from None
         raise ImageError(f"{path}: cannot open: {_reason(e)}") from None
     with fp:
+        return _load(fp, path, min_short_side, max_pixels, exif_transpose)
+
+
+def _load(fp, path: str, min_short_side: int | None, max_pixels: int | None, exif_transpose: bool) -> Image.Image:
+    """Decode the open file ``fp`` (named ``path`` in messages); every failure is an ImageError."""
+    try:
         try:
-            try:
-                return _decode(fp, path, min_short_side, max_pixels, exif_transpose)
-            except Image.DecompressionBombError:  # PIL refused it at open: max_pixels decides
-                fp.seek(0)
-            with _pil_limit_off():
-                return _decode(fp, path, min_short_side, max_pixels, exif_transpose)
-        except ImageError:
-            raise
-        except UnidentifiedImageError:
-            raise ImageError(f"{path}: not an image (or an unsupported format)") from None
-        except OSError as e:
-            if e.errno is not None:
-                raise ImageError(f"{path}: cannot read: {_reason(e)}") from None
-            reason = str(e) or type(e).__name__
-            reason = "truncated image file" if "truncated" in reason else without_bytes(reason)
-            raise ImageError(f"{path}: cannot decode: {reason}") from None
-        except Exception as e:   # whatever else a decoder raises is this image's error, not the run's
-            raise ImageError(f"{path}: cannot decode: {describe_error(e)}") from None
+            return _decode(fp, path, min_short_side, max_pixels, exif_transpose)
+        except Image.DecompressionBombError:  # PIL refused it at open: max_pixels decides
+            fp.seek(0)
+        with _pil_limit_off():
+            return _decode(fp, path, min_short_side, max_pixels, exif_transpose)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (or an unsupported format)") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise ImageError(f"{path}: cannot read: {_reason(e)}") from None
+        reason = str(e) or type(e).__name__
+        reason = "truncated image file" if "truncated" in reason else without_bytes(reason)
+        raise ImageError(f"{path}: cannot decode: {reason}") from None
+    except Exception as e:   # whatever else a decoder raises is this image's error, not the run's
+        raise ImageError(f"{path}: cannot decode: {describe_error(e)}") from None
 
 
 def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None,

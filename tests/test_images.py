@@ -527,3 +527,22 @@ def test_one_run_over_every_kind_of_input(world, locked, jpeg_108mp, photo, grey
 
     for name in ("grey16.png", "grey16-bigendian.tif", "grey16-littleendian.tif", "int32.tif", "float.tif", "grey.png"):
         assert scores(name) == scores("original-8bit.png"), name
+
+
+def test_bytes_are_read_as_a_file_is(tmp_path, photo, tiny_backbone):
+    """An upload (a file's bytes) is decoded with the same checks and gives the same pixels and views."""
+    from awt.classifier import AWTClassifier
+    from awt.spec import ClassifierSpec
+
+    path = tmp_path / "photo.jpg"
+    photo.save(path, quality=90)
+    data = path.read_bytes()
+    assert np.array_equal(np.asarray(load_image(data)), np.asarray(load_image(path)))
+    with pytest.raises(ImageError, match=r"^<bytes>: not an image"):
+        load_image(b"%!PS-Adobe-3.0 EPSF-3.0\n")                       # never reaches Ghostscript
+    with pytest.raises(ImageError, match=r"^<bytes>: 451 x 300 pixels .* more than the limit of 1,000"):
+        load_image(data, max_pixels=1000)
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(["cat", "rocket"], views=2, cache_dir=None))
+    from_file, from_bytes, junk = clf.classify([str(path), data, b"junk"], num_workers=0)
+    assert from_bytes.image == "<bytes>" and from_bytes.predictions == from_file.predictions
+    assert junk.error == "not an image (or an unsupported format)"
