@@ -45,6 +45,7 @@ from awt.transport import sinkhorn
 SHARED_CALTECH = Path(__file__).resolve().parents[1].parent / "shared" / "descriptions" / "awt" / "caltech101.json"
 
 REPO = Path(__file__).resolve().parents[1]
+LEGACY_COMMIT = "2e198ac"   # the scorer before issue 26 (its figures are the "before" of each run)
 
 
 def sync(device: torch.device) -> None:
@@ -136,21 +137,120 @@ def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, b
     return before, after
 
 
-def bench_scorer(device, classes_list, views, prompts, dim, batch, args) -> dict:
+def legacy_scorer(commit: str = LEGACY_COMMIT):
+    """The scorer as it was at ``commit`` (awt/scoring.py, transport.py and weighting.py read with
+    git into a private package): the "before" of the scorer's figures, measured in the same run.
+    None when git or the commit is not there."""
+    import atexit
+    import importlib
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="awt-legacy-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    package = root / f"awt_legacy_{commit}"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("scoring", "transport", "weighting"):
+        shown = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:awt/{name}.py"], capture_output=True, text=True)
+        if shown.returncode != 0:
+            return None
+        (package / f"{name}.py").write_text(shown.stdout)
+    sys.path.insert(0, str(root))
+    return importlib.import_module(f"{package.name}.scoring")
+
+
+def probe_machine(device: torch.device, repeat: int) -> dict:
+    """The roofline's two rates, from simple probes: a 2048^3 float32 GEMM (FLOP/s) and a sum over
+    512 MiB (bytes read per second)."""
+    a = torch.randn(2048, 2048, device=device)
+    big = torch.ones(1 << 27, device=device)
+    t_mm = timed(lambda: a @ a, device, max(3, repeat))
+    t_sum = timed(lambda: big.sum(), device, max(3, repeat))
+    return {"gflops": 2 * 2048**3 / t_mm / 1e9, "read_gb_per_s": big.numel() * 4 / t_sum / 1e9}
+
+
+def scorer_work(classes: int, views: int, prompts: int, dim: int, images: int, iterations: float, windows: int) -> dict:
+    """FLOPs and bytes per image of the scorer from features: the views x prompts GEMM and the
+    Sinkhorn products (2 multiply-adds per kernel entry and iteration, 3 for the plan's cost); the
+    prompt features read once per call (shared by its ``images``), the kernel written once and
+    read once per solver window."""
+    entries = classes * views * prompts
+    flops = 2 * entries * dim + entries * (4 * iterations + 4)
+    moved = classes * prompts * dim * 4 / images + entries * 4 * (1 + windows)
+    return {"gflop": flops / 1e9, "gb": moved / 1e9}
+
+
+def logits_of(img: torch.Tensor, txt: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
+    """(batch, views, prompts, classes) logits, a block of classes at a time (no whole-size temporary)."""
+    out = torch.empty(img.shape[0], img.shape[1], txt.shape[1], txt.shape[0], device=img.device)
+    for start in range(0, txt.shape[0], 1024):
+        block = txt[start:start + 1024]
+        out[..., start:start + block.shape[0]] = scale * torch.einsum("bvd,cpd->bvpc", img, block)
+    return out
+
+
+def timed_peak(fn, device: torch.device, repeat: int) -> tuple[float, float]:
+    """Best wall time of ``fn()`` and the peak memory while it ran (CPU: the process's resident
+    peak, reset first through /proc/self/clear_refs; CUDA: max allocated)."""
+    if device.type == "cpu":
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        t = timed(fn, device, repeat)
+        return t, [int(x.split()[1]) / 1024 for x in open("/proc/self/status") if x.startswith("VmHWM")][0]
+    reset_peak(device)
+    return timed(fn, device, repeat), peak_mb(device)
+
+
+def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=None, encode_s: float | None = None,
+                 machine: dict | None = None) -> dict:
+    """The scorer alone, this version (``new``) and ``legacy`` (the scorer before issue 26) on the
+    same features: from features (the classifier's path; ``batch`` images per call, half of it from
+    10,000 classes on) and from logits (one image per call from 10,000 classes on)."""
+    from awt.scoring import awt_problem, solve
+
     out = {}
     for classes in classes_list:
         txt = random_text_features(classes, prompts, dim, device)
-        n = batch if classes <= 1000 else max(1, batch // 8)
+        n = batch if classes < 10000 else max(1, batch // 2)
         img = random_image_features(n, views, dim, txt)
-        logits = 100.0 * torch.einsum("bvd,cpd->bvpc", img, txt)  # the literal loop's input, too
-        awt_scores(logits[:1], 100.0)  # warm-up
-        reset_peak(device)
-        t = timed(lambda: awt_scores(logits, 100.0), device, repeat=args.repeat)
-        entry = {"ms_per_image": 1000 * t / n, "images": n, "peak_mb": peak_mb(device)}
-        t = timed(lambda: awt_scores_from_features(img, txt, 100.0), device, repeat=args.repeat)
+        entry = {"images": n}
+        awt_scores_from_features(img, txt, 100.0)  # warm-up (and the scorer's buffer)
+        t, entry["peak_mb"] = timed_peak(lambda: awt_scores_from_features(img, txt, 100.0), device, args.repeat)
         entry["from_features_ms_per_image"] = 1000 * t / n
+        new = awt_scores_from_features(img, txt, 100.0)
+        if legacy is not None:
+            if classes < 10000:
+                legacy.awt_scores_from_features(img[:1], txt, 100.0)
+            t, entry["legacy_peak_mb"] = timed_peak(lambda: legacy.awt_scores_from_features(img, txt, 100.0), device,
+                                                    args.repeat)
+            entry["legacy_from_features_ms_per_image"] = 1000 * t / n
+            entry["max_abs_diff_vs_legacy"] = float((legacy.awt_scores_from_features(img, txt, 100.0) - new).abs().max())
+        problem = awt_problem(img[:1], txt, 100.0)
+        sol = solve(problem)
+        entry["iterations"], entry["windows"] = int(sol.iterations[0]), sol.windows
+        del problem, sol
+        if encode_s:
+            entry["from_features_over_encode"] = entry["from_features_ms_per_image"] / 1000 / encode_s
+            if legacy is not None:
+                entry["legacy_from_features_over_encode"] = entry["legacy_from_features_ms_per_image"] / 1000 / encode_s
+        if machine:
+            work = scorer_work(classes, views, prompts, dim, n, entry["iterations"], entry["windows"])
+            bound_ms = 1000 * max(work["gflop"] / machine["gflops"], work["gb"] / machine["read_gb_per_s"])
+            entry["roofline"] = {**work, "bound_ms_per_image": bound_ms,
+                                 "gflop_per_s": work["gflop"] / entry["from_features_ms_per_image"] * 1000,
+                                 "fraction": bound_ms / entry["from_features_ms_per_image"]}
+
+        m = n if classes < 10000 else 1
+        logits = logits_of(img[:m], txt)
+        awt_scores(logits[:1], 100.0)
+        entry["ms_per_image"] = 1000 * timed(lambda: awt_scores(logits, 100.0), device, args.repeat) / m
+        if legacy is not None:
+            entry["legacy_ms_per_image"] = 1000 * timed(lambda: legacy.awt_scores(logits, 100.0), device, args.repeat) / m
         if device.type == "cpu" and classes >= 10000 and not args.skip_memory:
-            before, after = scorer_memory_subprocess(classes, views, prompts, dim, 1)
+            before, after = scorer_memory_subprocess(classes, views, prompts, dim, n)
             entry["process_peak_rss_mb"], entry["inputs_rss_mb"] = after, before
         if classes <= 1000 and not args.skip_reference:
             m = min(n, 2)
@@ -163,28 +263,52 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args) -> dict
             entry["same_argmax_as_reference"] = bool((ours.argmax(1) == ref.argmax(1)).all())
             # from embeddings, as the classifier scores (float16 GEMM operands on CUDA), against
             # the literal loop in float32 on the CPU
-            cpu_logits = 100.0 * torch.einsum("bvd,cpd->bvpc", img[:m].cpu(), txt.cpu())
+            cpu_logits = logits_of(img[:m].cpu(), txt.cpu())
             ref = torch.stack([paper_awt_scores_single(cpu_logits[i], 100.0) for i in range(m)])
             ours = awt_scores_from_features(img[:m], txt, 100.0).cpu()
             entry["from_features_max_abs_diff_vs_cpu_reference"] = float((ours - ref).abs().max())
             entry["from_features_same_argmax"] = bool((ours.argmax(1) == ref.argmax(1)).all())
-        del logits
+        del logits, txt, img
         out[str(classes)] = entry
-        print(f"  scorer  {classes:>6} classes: {entry['ms_per_image']:9.2f} ms/image from logits, "
-              f"{entry['from_features_ms_per_image']:.2f} from features"
-              + (f"   (literal loop {entry['reference_loop_ms_per_image']:.1f} ms/image, "
-                 f"{entry['speedup_vs_reference_loop']:.1f}x, max diff {entry['max_abs_diff_vs_reference']:.2e}; "
-                 f"from features vs CPU loop {entry['from_features_max_abs_diff_vs_cpu_reference']:.2e})"
-                 if "reference_loop_ms_per_image" in entry else "")
-              + (f"   process peak RSS {entry['process_peak_rss_mb']:.0f} MiB ({entry['inputs_rss_mb']:.0f} MiB before scoring)"
-                 if "process_peak_rss_mb" in entry else ""),
-              flush=True)
+        _print_scorer(classes, entry)
     return out
 
 
-def bench_solvers(device, classes, views, prompts, batch, repeat) -> dict:
-    """Our grouped Sinkhorn against POT's batched solver on the same kernels, fixed iteration count."""
+def _print_scorer(classes: int, e: dict) -> None:
+    def vs_legacy(key: str) -> str:
+        old = e.get(f"legacy_{key}")
+        return f" (before {old:.2f}: {old / e[key]:.1f}x)" if old else ""
+
+    line = (f"  scorer  {classes:>6} classes: from features {e['from_features_ms_per_image']:9.2f} ms/image"
+            f"{vs_legacy('from_features_ms_per_image')}, {e['images']} per call")
+    if "from_features_over_encode" in e:
+        line += f"; of encode-only {e['from_features_over_encode']:.4f}" + (
+            f" (before {e['legacy_from_features_over_encode']:.4f})" if "legacy_from_features_over_encode" in e else "")
+    line += f"\n          from logits {e['ms_per_image']:9.2f} ms/image{vs_legacy('ms_per_image')}"
+    line += f"; peak memory {e['peak_mb']:.0f} MiB" + (f" (before {e['legacy_peak_mb']:.0f})" if "legacy_peak_mb" in e else "")
+    line += f"; Sinkhorn {e['iterations']} iterations in {e['windows']} window(s)"
+    if "max_abs_diff_vs_legacy" in e:
+        line += f"; max |new - before| {e['max_abs_diff_vs_legacy']:.1e}"
+    if "roofline" in e:
+        r = e["roofline"]
+        line += (f"\n          roofline: {r['gflop']:.2f} GFLOP and {r['gb']:.3f} GB per image, bound "
+                 f"{r['bound_ms_per_image']:.2f} ms/image; reached {r['fraction']:.2f} ({r['gflop_per_s']:.0f} GFLOP/s)")
+    if "reference_loop_ms_per_image" in e:
+        line += (f"\n          literal loop {e['reference_loop_ms_per_image']:.1f} ms/image "
+                 f"({e['speedup_vs_reference_loop']:.1f}x), max diff {e['max_abs_diff_vs_reference']:.2e}; "
+                 f"from features vs CPU loop {e['from_features_max_abs_diff_vs_cpu_reference']:.2e}")
+    if "process_peak_rss_mb" in e:
+        line += f"\n          fresh process peak RSS {e['process_peak_rss_mb']:.0f} MiB ({e['inputs_rss_mb']:.0f} MiB before scoring)"
+    print(line, flush=True)
+
+
+def bench_solvers(device, classes, views, prompts, batch, repeat, legacy=None) -> dict:
+    """Our grouped Sinkhorn against POT's batched solver on the same kernels, float32, 100
+    iterations (tol 0: neither stops early): ``ot.solve_batch`` from the cost (as the issue
+    counts it, the kernel's exponential included) and ``ot.batch``'s own Sinkhorn loop,
+    ``bregman_projection_batch``, on the very same kernel."""
     import ot
+    from ot.batch._utils import bregman_projection_batch
 
     g = torch.Generator().manual_seed(0)
     cost = (0.75 + 0.05 * torch.randn(batch * classes, views, prompts, generator=g)).to(device)
@@ -192,19 +316,29 @@ def bench_solvers(device, classes, views, prompts, batch, repeat) -> dict:
     b = torch.full((batch * classes, prompts), 1.0 / prompts, device=device)
     kernel = torch.exp(-cost / 0.1)
     iters = 100
-    t_ours = timed(lambda: sinkhorn(kernel.view(batch, classes, views, prompts), a.view(batch, classes, views),
-                                    b.view(batch, classes, prompts), max_iter=iters, tol=0.0), device, repeat)
+    args4 = (kernel.view(batch, classes, views, prompts), a.view(batch, classes, views), b.view(batch, classes, prompts))
+    t_ours = timed(lambda: sinkhorn(*args4, max_iter=iters, tol=0.0), device, repeat)
     t_pot = timed(lambda: ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn",
                                          reg_type="entropy", grad="detach"), device, repeat)
+    t_bregman = timed(lambda: bregman_projection_batch(kernel, a, b, max_iter=iters, tol=0.0), device, repeat)
     u, v, _ = sinkhorn(kernel[:, None], a[:, None], b[:, None], max_iter=iters, tol=0.0)
     plan = u[:, 0, :, None] * kernel * v[:, 0, None, :]
-    pot_plan = ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn", reg_type="entropy",
-                              grad="detach").plan
-    res = {"problems": batch * classes, "iterations": iters, "awt_ms": 1000 * t_ours, "pot_solve_batch_ms": 1000 * t_pot,
-           "pot_over_awt": t_pot / t_ours, "max_plan_diff": float((plan - torch.as_tensor(pot_plan)).abs().max())}
-    print(f"  solver  {batch * classes} problems {views}x{prompts}, {iters} iterations: awt {res['awt_ms']:.1f} ms, "
-          f"POT solve_batch {res['pot_solve_batch_ms']:.1f} ms ({res['pot_over_awt']:.2f}x), max plan diff {res['max_plan_diff']:.1e}",
-          flush=True)
+    pot = ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn", reg_type="entropy",
+                         grad="detach")
+    res = {"problems": batch * classes, "iterations": iters, "pot_iterations": int(pot.log["n_iter"]) + 1,
+           "pot_version": ot.__version__, "dtype": str(kernel.dtype), "awt_ms": 1000 * t_ours,
+           "pot_solve_batch_ms": 1000 * t_pot, "pot_bregman_ms": 1000 * t_bregman,
+           "pot_over_awt": t_pot / t_ours, "pot_bregman_over_awt": t_bregman / t_ours,
+           "max_plan_diff": float((plan - torch.as_tensor(pot.plan)).abs().max())}
+    if legacy is not None:
+        t_old = timed(lambda: legacy.sinkhorn(*args4, max_iter=iters, tol=0.0), device, repeat)
+        res["legacy_awt_ms"], res["pot_over_legacy"] = 1000 * t_old, t_pot / t_old
+    print(f"  solver  {batch * classes} problems {views}x{prompts}, {iters} iterations, float32: awt {res['awt_ms']:.1f} ms"
+          + (f" (before {res['legacy_awt_ms']:.1f})" if legacy is not None else "")
+          + f"; POT {ot.__version__} solve_batch {res['pot_solve_batch_ms']:.1f} ms ({res['pot_over_awt']:.2f}x ours"
+          + (f", before {res['pot_over_legacy']:.2f}x" if legacy is not None else "")
+          + f"), its Sinkhorn loop on the same kernel {res['pot_bregman_ms']:.1f} ms ({res['pot_bregman_over_awt']:.2f}x); "
+          f"max plan diff {res['max_plan_diff']:.1e}", flush=True)
     return res
 
 
@@ -289,6 +423,8 @@ def main() -> None:
     p.add_argument("--scorer-classes", default="100,1000,20000")
     p.add_argument("--scorer-batch", type=int, default=None, help="images per scorer call (default: 8 on CPU, 64 on GPU)")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--legacy-commit", default=LEGACY_COMMIT,
+                   help="git commit whose scorer is timed beside this one ('none': skip)")
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -379,18 +515,27 @@ def main() -> None:
         result["awt_over_naive"] = result["awt_images_per_s"] / result["naive_images_per_s"]
         print(f"  naive   {result['naive_images_per_s']:9.3f} images/s; awt is {result['awt_over_naive']:.1f}x faster", flush=True)
 
-    # (d) the scorer alone, and our solver against POT's
+    # (d) the scorer alone (before and after issue 26), its roofline, and our solver against POT's
+    del clf, backbone   # the prompt features of 20,000 classes need the room
+    legacy = None if args.legacy_commit in ("", "none") else legacy_scorer(args.legacy_commit)
+    result["legacy_commit"] = args.legacy_commit if legacy is not None else None
+    machine = probe_machine(device, args.repeat)
+    result["machine"] = machine
+    print(f"  machine {machine['gflops']:.0f} GFLOP/s (float32 GEMM), {machine['read_gb_per_s']:.1f} GB/s (read)"
+          + ("" if legacy is not None else f"; no scorer at {args.legacy_commit} to compare with"), flush=True)
     scorer_batch = args.scorer_batch or (64 if on_gpu else 8)
     classes_list = [int(c) for c in args.scorer_classes.split(",") if c]
-    scorer = bench_scorer(device, classes_list, views, prompts, dim, scorer_batch, args)
+    scorer = bench_scorer(device, classes_list, views, prompts, dim, scorer_batch, args, legacy,
+                          1 / result["encode_images_per_s"], machine)
     result["scorer"] = scorer
     result["scorer_ms_per_image"] = {k: v["ms_per_image"] for k, v in scorer.items()}
     try:
-        result["solvers"] = bench_solvers(device, 1000 if on_gpu else 200, views, prompts, 4 if on_gpu else 1, args.repeat)
+        result["solvers"] = bench_solvers(device, 1000 if on_gpu else 200, views, prompts, 4 if on_gpu else 1,
+                                          args.repeat, legacy)
     except RuntimeError as e:  # POT 0.9.7's solve_batch mixes devices with CUDA tensors
         print(f"  solver  POT solve_batch failed on {device}: {str(e).splitlines()[0]}; comparing on the CPU", flush=True)
         result["solvers"] = {"error_on_device": str(e).splitlines()[0],
-                             **bench_solvers(torch.device("cpu"), 200, views, prompts, 1, args.repeat)}
+                             **bench_solvers(torch.device("cpu"), 200, views, prompts, 1, args.repeat, legacy)}
     result["methods"] = bench_methods(device, args.method_classes, views, args.descriptions, dim, scorer_batch,
                                       args.repeat)
     result["methods_ms_per_image"] = {k: v["ms_per_image"] for k, v in result["methods"].items()}
