@@ -45,6 +45,7 @@ class AWTConfig:
 # made by one matrix product: cache-sized on the CPU; on a GPU larger (each costs kernel launches).
 _KERNEL_ELEMENTS = {"cpu": 1 << 28, "cuda": 1 << 28}
 _BLOCK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 25}
+_VIEWS_MAJOR_DEVICES = {"cpu"}    # where the kernel is stored in the GEMM's own (views-major) order
 
 
 class _Workspace(threading.local):
@@ -116,7 +117,7 @@ def _new_kernel(batch: int, classes: int, views: int, prompts: int, device: torc
     the solver keeps in cache."""
     numel = batch * classes * views * prompts
     storage = torch.empty(numel, device=device) if out is None else out[:numel]
-    if device.type == "cpu":
+    if device.type in _VIEWS_MAJOR_DEVICES:
         return storage.view(batch, views, classes, prompts).transpose(1, 2)
     return storage.view(batch, classes, views, prompts)
 

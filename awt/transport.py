@@ -30,8 +30,10 @@ import numpy as np
 import torch
 
 # Bytes of kernel in one block on the CPU: a block's iterations then run in L2 (2 MiB per core
-# here). On an accelerator a block is everything: each block costs kernel launches, not misses.
+# here); with several threads 4x that, as each NumPy call hands the GIL over. On an accelerator a
+# block is everything: each block costs kernel launches, not misses.
 _BLOCK_BYTES = 1 << 19
+_NUMPY_DEVICES = {"cpu"}    # where the windows run as NumPy calls (their memory is the tensors')
 # Elements of ``u`` history kept for one window: bounds the window's length.
 _HISTORY_ELEMENTS = 1 << 24
 _FIRST_WINDOW = 3       # iterations before the first check; AWT's tolerance is met in 2-4 on CLIP's cosines
@@ -104,9 +106,11 @@ def solve_grouped(
     groups, members, views, prompts = kernel.shape
     device, dtype = kernel.device, kernel.dtype
     n = groups * members
-    on_cpu = device.type == "cpu"
+    on_cpu = device.type in _NUMPY_DEVICES
+    threads = torch.get_num_threads() if on_cpu else 1
     if block is None:
-        block = max(1, _BLOCK_BYTES // (views * prompts * kernel.element_size())) if on_cpu else n
+        per_block = _BLOCK_BYTES * (4 if threads > 1 else 1)
+        block = max(1, per_block // (views * prompts * kernel.element_size())) if on_cpu else n
     blocks = _Blocks(kernel, block)
     a = a.to(dtype).expand(groups, members, views).reshape(n, views).contiguous()
     b = b.to(dtype).expand(groups, members, prompts).reshape(n, prompts).contiguous()
@@ -122,7 +126,6 @@ def solve_grouped(
     max_window = max(1, min(_MAX_WINDOW, _HISTORY_ELEMENTS // max(1, n * views)))
     w = window or _FIRST_WINDOW
     done = windows = 0
-    threads = torch.get_num_threads() if on_cpu else 1
     with ThreadPoolExecutor(threads) if threads > 1 else _Serial() as pool:
         while len(active) and done < max_iter:
             w = max(1, min(w, max_iter - done, max_window))

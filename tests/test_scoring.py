@@ -310,3 +310,21 @@ def test_authors_awt_code_transcribed():
     ours = awt_scores_from_features(image, text, 100.0)
     assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4)
     assert (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+def test_accelerator_layout_and_torch_windows_give_the_same_scores(monkeypatch):
+    """The paths a GPU takes (classes-major kernel, windows in torch), run here on the CPU."""
+    import awt.scoring as scoring
+    import awt.transport as transport
+
+    image, text = clip_like_features(3, 9, 7, 15, seed=6)
+    logits = wide_logits(3, 9, 7, 15, seed=2)
+    cpu = (awt_scores_from_features(image, text, 100.0), awt_scores(logits, 100.0))
+    iterations = solve(awt_problem_from_logits(logits, 100.0)).iterations
+    monkeypatch.setattr(scoring, "_VIEWS_MAJOR_DEVICES", set())
+    monkeypatch.setattr(transport, "_NUMPY_DEVICES", set())
+    problem = awt_problem(image, text, 100.0)
+    assert problem.scaled_cosines.is_contiguous()               # (batch, classes, views, prompts)
+    assert_allclose(awt_scores_from_features(image, text, 100.0).numpy(), cpu[0].numpy(), atol=1e-4)
+    assert_allclose(awt_scores(logits, 100.0).numpy(), cpu[1].numpy(), atol=1e-4)
+    assert torch.equal(solve(awt_problem_from_logits(logits, 100.0)).iterations, iterations)
