@@ -109,8 +109,9 @@ def solve_grouped(
     on_cpu = device.type in _NUMPY_DEVICES
     threads = torch.get_num_threads() if on_cpu else 1
     if block is None:
-        per_block = _BLOCK_BYTES * (4 if threads > 1 else 1)
-        block = max(1, per_block // (views * prompts * kernel.element_size())) if on_cpu else n
+        per_block = _BLOCK_BYTES * (4 if threads > 1 else 1) // (views * prompts * kernel.element_size())
+        # at least two blocks per thread, so that the threads share the work
+        block = max(1, min(per_block, -(-n // (2 * threads)))) if on_cpu else n
     blocks = _Blocks(kernel, block)
     a = a.to(dtype).expand(groups, members, views).reshape(n, views).contiguous()
     b = b.to(dtype).expand(groups, members, prompts).reshape(n, prompts).contiguous()

@@ -160,6 +160,19 @@ def legacy_scorer(commit: str = LEGACY_COMMIT):
     return importlib.import_module(f"{package.name}.scoring")
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc), so that a stage's
+    peak does not carry what earlier stages freed."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def probe_machine(device: torch.device, repeat: int) -> dict:
     """The roofline's two rates, from simple probes: a 2048^3 float32 GEMM (FLOP/s) and a sum over
     512 MiB (bytes read per second)."""
@@ -217,41 +230,16 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=
         n = batch if classes < 10000 else max(1, batch // 2)
         img = random_image_features(n, views, dim, txt)
         entry = {"images": n}
-        awt_scores_from_features(img, txt, 100.0)  # warm-up (and the scorer's buffer)
-        t, entry["peak_mb"] = timed_peak(lambda: awt_scores_from_features(img, txt, 100.0), device, args.repeat)
-        entry["from_features_ms_per_image"] = 1000 * t / n
-        new = awt_scores_from_features(img, txt, 100.0)
-        if legacy is not None:
-            if classes < 10000:
-                legacy.awt_scores_from_features(img[:1], txt, 100.0)
-            t, entry["legacy_peak_mb"] = timed_peak(lambda: legacy.awt_scores_from_features(img, txt, 100.0), device,
-                                                    args.repeat)
-            entry["legacy_from_features_ms_per_image"] = 1000 * t / n
-            entry["max_abs_diff_vs_legacy"] = float((legacy.awt_scores_from_features(img, txt, 100.0) - new).abs().max())
-        problem = awt_problem(img[:1], txt, 100.0)
-        sol = solve(problem)
-        entry["iterations"], entry["windows"] = int(sol.iterations[0]), sol.windows
-        del problem, sol
-        if encode_s:
-            entry["from_features_over_encode"] = entry["from_features_ms_per_image"] / 1000 / encode_s
-            if legacy is not None:
-                entry["legacy_from_features_over_encode"] = entry["legacy_from_features_ms_per_image"] / 1000 / encode_s
-        if machine:
-            work = scorer_work(classes, views, prompts, dim, n, entry["iterations"], entry["windows"])
-            bound_ms = 1000 * max(work["gflop"] / machine["gflops"], work["gb"] / machine["read_gb_per_s"])
-            entry["roofline"] = {**work, "bound_ms_per_image": bound_ms,
-                                 "gflop_per_s": work["gflop"] / entry["from_features_ms_per_image"] * 1000,
-                                 "fraction": bound_ms / entry["from_features_ms_per_image"]}
 
-        m = n if classes < 10000 else 1
+        m = n if classes < 10000 else 1       # from logits: (images, views, prompts, classes) in memory
         logits = logits_of(img[:m], txt)
-        awt_scores(logits[:1], 100.0)
-        entry["ms_per_image"] = 1000 * timed(lambda: awt_scores(logits, 100.0), device, args.repeat) / m
+        if classes < 10000:
+            awt_scores(logits[:1], 100.0)     # warm-ups
+            if legacy is not None:
+                legacy.awt_scores(logits[:1], 100.0)
         if legacy is not None:
             entry["legacy_ms_per_image"] = 1000 * timed(lambda: legacy.awt_scores(logits, 100.0), device, args.repeat) / m
-        if device.type == "cpu" and classes >= 10000 and not args.skip_memory:
-            before, after = scorer_memory_subprocess(classes, views, prompts, dim, n)
-            entry["process_peak_rss_mb"], entry["inputs_rss_mb"] = after, before
+        entry["ms_per_image"] = 1000 * timed(lambda: awt_scores(logits, 100.0), device, args.repeat) / m
         if classes <= 1000 and not args.skip_reference:
             m = min(n, 2)
             t_ref = timed(lambda: [paper_awt_scores_single(logits[i], 100.0) for i in range(m)], device)
@@ -268,7 +256,39 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=
             ours = awt_scores_from_features(img[:m], txt, 100.0).cpu()
             entry["from_features_max_abs_diff_vs_cpu_reference"] = float((ours - ref).abs().max())
             entry["from_features_same_argmax"] = bool((ours.argmax(1) == ref.argmax(1)).all())
-        del logits, txt, img
+        del logits
+
+        # from features, the classifier's path; the scorer before first, so that its peak does not
+        # count the buffer this one keeps for its next call
+        if legacy is not None:
+            if classes < 10000:
+                legacy.awt_scores_from_features(img[:1], txt, 100.0)
+            t, entry["legacy_peak_mb"] = timed_peak(lambda: legacy.awt_scores_from_features(img, txt, 100.0), device,
+                                                    args.repeat)
+            entry["legacy_from_features_ms_per_image"] = 1000 * t / n
+            before = legacy.awt_scores_from_features(img, txt, 100.0)
+        awt_scores_from_features(img, txt, 100.0)  # warm-up (and the scorer's buffer)
+        t, entry["peak_mb"] = timed_peak(lambda: awt_scores_from_features(img, txt, 100.0), device, args.repeat)
+        entry["from_features_ms_per_image"] = 1000 * t / n
+        if legacy is not None:
+            entry["max_abs_diff_vs_legacy"] = float((awt_scores_from_features(img, txt, 100.0) - before).abs().max())
+        sol = solve(awt_problem(img[:1], txt, 100.0))
+        entry["iterations"], entry["windows"] = int(sol.iterations[0]), sol.windows
+        del sol
+        if encode_s:
+            entry["from_features_over_encode"] = entry["from_features_ms_per_image"] / 1000 / encode_s
+            if legacy is not None:
+                entry["legacy_from_features_over_encode"] = entry["legacy_from_features_ms_per_image"] / 1000 / encode_s
+        if machine:
+            work = scorer_work(classes, views, prompts, dim, n, entry["iterations"], entry["windows"])
+            bound_ms = 1000 * max(work["gflop"] / machine["gflops"], work["gb"] / machine["read_gb_per_s"])
+            entry["roofline"] = {**work, "bound_ms_per_image": bound_ms,
+                                 "gflop_per_s": work["gflop"] / entry["from_features_ms_per_image"] * 1000,
+                                 "fraction": bound_ms / entry["from_features_ms_per_image"]}
+        if device.type == "cpu" and classes >= 10000 and not args.skip_memory:
+            before, after = scorer_memory_subprocess(classes, views, prompts, dim, n)
+            entry["process_peak_rss_mb"], entry["inputs_rss_mb"] = after, before
+        del txt, img
         out[str(classes)] = entry
         _print_scorer(classes, entry)
     return out
@@ -480,7 +500,7 @@ def main() -> None:
     # (a) the encoder alone on ready-made view tensors
     h, w = backbone.image_size
     pixels = torch.randn(batch_size * views, 3, h, w, device=device).to(backbone.input_dtype)
-    backbone.encode_images(pixels[: views])  # warm-up
+    backbone.encode_images(pixels)  # warm-up: a whole batch, so that its activations are not first touched in the timing
     n_batches = max(1, len(files) // batch_size)
     reset_peak(device)
     t_enc = timed(lambda: [backbone.encode_images(pixels) for _ in range(n_batches)], device, args.repeat)
@@ -516,7 +536,8 @@ def main() -> None:
         print(f"  naive   {result['naive_images_per_s']:9.3f} images/s; awt is {result['awt_over_naive']:.1f}x faster", flush=True)
 
     # (d) the scorer alone (before and after issue 26), its roofline, and our solver against POT's
-    del clf, backbone   # the prompt features of 20,000 classes need the room
+    del clf, backbone, pixels   # the prompt features of 20,000 classes need the room
+    release_memory()
     legacy = None if args.legacy_commit in ("", "none") else legacy_scorer(args.legacy_commit)
     result["legacy_commit"] = args.legacy_commit if legacy is not None else None
     machine = probe_machine(device, args.repeat)
