@@ -76,6 +76,41 @@ def timed(fn, device: torch.device, repeat: int = 1) -> float:
     return best
 
 
+def timed_pair(fa, fb, device: torch.device, repeat: int = 1) -> tuple[float, float]:
+    """Best wall times of ``fa()`` and ``fb()``, taken in turns so that a busy spell of a shared
+    machine hits both alike."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for i, fn in enumerate((fa, fb)):
+            best[i] = min(best[i], timed(fn, device))
+    return best[0], best[1]
+
+
+class OtherLoad:
+    """CPUs the rest of the machine kept busy since ``start()`` (Linux /proc/stat less this
+    process): on a shared machine, a figure taken while others ran is not this code's alone."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int]:
+        try:
+            fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+            busy = sum(fields) - fields[3] - fields[4]       # all but idle and iowait
+            own = sum(int(x) for x in open("/proc/self/stat").read().rsplit(")", 1)[1].split()[11:15])
+            return busy, own
+        except (OSError, ValueError, IndexError):
+            return 0, 0
+
+    def start(self) -> None:
+        self.t0, self.wall0 = self._ticks(), time.perf_counter()
+
+    def cpus(self) -> float:
+        (busy, own), wall = self._ticks(), time.perf_counter() - self.wall0
+        return max(0.0, (busy - self.t0[0]) - (own - self.t0[1])) / os.sysconf("SC_CLK_TCK") / max(wall, 1e-9)
+
+
 def image_files(count: int, image_dir: str | None) -> list[str]:
     """``count`` real image files (cycled): --image-dir, else ../shared's ImageNet sample, else the examples."""
     candidates = [image_dir] if image_dir else [str(REPO.parent / "shared/data/imagenet-sample"), str(REPO / "awt/data/examples")]
@@ -122,16 +157,19 @@ def naive_pipeline(backbone, text: torch.Tensor, files: list[str], views: int) -
         paper_awt_scores_single(logits, backbone.logit_scale).argmax().item()
 
 
-def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, batch: int) -> tuple[float, float]:
+def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, batch: int,
+                             commit: str | None = None) -> tuple[float, float]:
     """Peak RSS (MiB, the child's own VmHWM) of a fresh process holding ``classes`` x ``prompts`` text
-    features, before and after scoring ``batch`` images against them on the CPU (the classifier's case).
+    features, before and after scoring ``batch`` images against them on the CPU (the classifier's case),
+    with this scorer or the one at ``commit``.
     ``ru_maxrss`` is not used: a child started by fork + exec can inherit the parent's peak."""
     code = (
         "import sys, torch; sys.path.insert(0, %r); from throughput import *; "
+        "score = legacy_scorer(%r).awt_scores_from_features if %r else awt_scores_from_features; "
         "hwm = lambda: [int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
         "txt = random_text_features(%d, %d, %d, torch.device('cpu')); img = random_image_features(%d, %d, %d, txt); "
-        "print(hwm()); awt_scores_from_features(img, txt, 100.0); print(hwm())"
-    ) % (str(Path(__file__).parent), classes, prompts, dim, batch, views, dim)
+        "print(hwm()); score(img, txt, 100.0); print(hwm())"
+    ) % (str(Path(__file__).parent), commit, bool(commit), classes, prompts, dim, batch, views, dim)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = (float(x) for x in out.stdout.strip().splitlines()[-2:])
     return before, after
@@ -230,6 +268,7 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=
         n = batch if classes < 10000 else max(1, batch // 2)
         img = random_image_features(n, views, dim, txt)
         entry = {"images": n}
+        load = OtherLoad()
 
         m = n if classes < 10000 else 1       # from logits: (images, views, prompts, classes) in memory
         logits = logits_of(img[:m], txt)
@@ -238,8 +277,12 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=
             if legacy is not None:
                 legacy.awt_scores(logits[:1], 100.0)
         if legacy is not None:
-            entry["legacy_ms_per_image"] = 1000 * timed(lambda: legacy.awt_scores(logits, 100.0), device, args.repeat) / m
-        entry["ms_per_image"] = 1000 * timed(lambda: awt_scores(logits, 100.0), device, args.repeat) / m
+            t_old, t = timed_pair(lambda: legacy.awt_scores(logits, 100.0), lambda: awt_scores(logits, 100.0), device,
+                                  args.repeat)
+            entry["legacy_ms_per_image"] = 1000 * t_old / m
+        else:
+            t = timed(lambda: awt_scores(logits, 100.0), device, args.repeat)
+        entry["ms_per_image"] = 1000 * t / m
         if classes <= 1000 and not args.skip_reference:
             m = min(n, 2)
             t_ref = timed(lambda: [paper_awt_scores_single(logits[i], 100.0) for i in range(m)], device)
@@ -260,18 +303,22 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=
 
         # from features, the classifier's path; the scorer before first, so that its peak does not
         # count the buffer this one keeps for its next call
+        def old():
+            return legacy.awt_scores_from_features(img, txt, 100.0)
+
+        def new():
+            return awt_scores_from_features(img, txt, 100.0)
+
         if legacy is not None:
-            if classes < 10000:
-                legacy.awt_scores_from_features(img[:1], txt, 100.0)
-            t, entry["legacy_peak_mb"] = timed_peak(lambda: legacy.awt_scores_from_features(img, txt, 100.0), device,
-                                                    args.repeat)
-            entry["legacy_from_features_ms_per_image"] = 1000 * t / n
-            before = legacy.awt_scores_from_features(img, txt, 100.0)
-        awt_scores_from_features(img, txt, 100.0)  # warm-up (and the scorer's buffer)
-        t, entry["peak_mb"] = timed_peak(lambda: awt_scores_from_features(img, txt, 100.0), device, args.repeat)
+            t_old, entry["legacy_peak_mb"] = timed_peak(old, device, 1)
+        t, entry["peak_mb"] = timed_peak(new, device, 1)            # the first call makes the scorer's buffer
+        if legacy is not None:
+            t_old, t = timed_pair(old, new, device, args.repeat)
+            entry["legacy_from_features_ms_per_image"] = 1000 * t_old / n
+            entry["max_abs_diff_vs_legacy"] = float((new() - old()).abs().max())
+        else:
+            t = timed(new, device, args.repeat)
         entry["from_features_ms_per_image"] = 1000 * t / n
-        if legacy is not None:
-            entry["max_abs_diff_vs_legacy"] = float((awt_scores_from_features(img, txt, 100.0) - before).abs().max())
         sol = solve(awt_problem(img[:1], txt, 100.0))
         entry["iterations"], entry["windows"] = int(sol.iterations[0]), sol.windows
         del sol
@@ -285,9 +332,13 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=
             entry["roofline"] = {**work, "bound_ms_per_image": bound_ms,
                                  "gflop_per_s": work["gflop"] / entry["from_features_ms_per_image"] * 1000,
                                  "fraction": bound_ms / entry["from_features_ms_per_image"]}
+        entry["other_cpus"] = load.cpus()
         if device.type == "cpu" and classes >= 10000 and not args.skip_memory:
             before, after = scorer_memory_subprocess(classes, views, prompts, dim, n)
             entry["process_peak_rss_mb"], entry["inputs_rss_mb"] = after, before
+            if legacy is not None:
+                entry["legacy_process_peak_rss_mb"] = scorer_memory_subprocess(classes, views, prompts, dim, n,
+                                                                               args.legacy_commit)[1]
         del txt, img
         out[str(classes)] = entry
         _print_scorer(classes, entry)
@@ -318,7 +369,9 @@ def _print_scorer(classes: int, e: dict) -> None:
                  f"({e['speedup_vs_reference_loop']:.1f}x), max diff {e['max_abs_diff_vs_reference']:.2e}; "
                  f"from features vs CPU loop {e['from_features_max_abs_diff_vs_cpu_reference']:.2e}")
     if "process_peak_rss_mb" in e:
-        line += f"\n          fresh process peak RSS {e['process_peak_rss_mb']:.0f} MiB ({e['inputs_rss_mb']:.0f} MiB before scoring)"
+        line += (f"\n          fresh process peak RSS {e['process_peak_rss_mb']:.0f} MiB ({e['inputs_rss_mb']:.0f} MiB before scoring"
+                 + (f"; before {e['legacy_process_peak_rss_mb']:.0f} MiB" if "legacy_process_peak_rss_mb" in e else "") + ")")
+    line += f"\n          other processes kept {e['other_cpus']:.2f} CPUs busy meanwhile"
     print(line, flush=True)
 
 
@@ -335,11 +388,12 @@ def bench_solvers(device, classes, views, prompts, batch, repeat, legacy=None) -
     a = torch.full((batch * classes, views), 1.0 / views, device=device)
     b = torch.full((batch * classes, prompts), 1.0 / prompts, device=device)
     kernel = torch.exp(-cost / 0.1)
-    iters = 100
+    iters, repeat = 100, max(5, repeat)
     args4 = (kernel.view(batch, classes, views, prompts), a.view(batch, classes, views), b.view(batch, classes, prompts))
-    t_ours = timed(lambda: sinkhorn(*args4, max_iter=iters, tol=0.0), device, repeat)
-    t_pot = timed(lambda: ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn",
-                                         reg_type="entropy", grad="detach"), device, repeat)
+    load = OtherLoad()
+    t_ours, t_pot = timed_pair(lambda: sinkhorn(*args4, max_iter=iters, tol=0.0),
+                               lambda: ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn",
+                                                      reg_type="entropy", grad="detach"), device, repeat)
     t_bregman = timed(lambda: bregman_projection_batch(kernel, a, b, max_iter=iters, tol=0.0), device, repeat)
     u, v, _ = sinkhorn(kernel[:, None], a[:, None], b[:, None], max_iter=iters, tol=0.0)
     plan = u[:, 0, :, None] * kernel * v[:, 0, None, :]
@@ -353,12 +407,13 @@ def bench_solvers(device, classes, views, prompts, batch, repeat, legacy=None) -
     if legacy is not None:
         t_old = timed(lambda: legacy.sinkhorn(*args4, max_iter=iters, tol=0.0), device, repeat)
         res["legacy_awt_ms"], res["pot_over_legacy"] = 1000 * t_old, t_pot / t_old
+    res["other_cpus"] = load.cpus()
     print(f"  solver  {batch * classes} problems {views}x{prompts}, {iters} iterations, float32: awt {res['awt_ms']:.1f} ms"
           + (f" (before {res['legacy_awt_ms']:.1f})" if legacy is not None else "")
           + f"; POT {ot.__version__} solve_batch {res['pot_solve_batch_ms']:.1f} ms ({res['pot_over_awt']:.2f}x ours"
           + (f", before {res['pot_over_legacy']:.2f}x" if legacy is not None else "")
           + f"), its Sinkhorn loop on the same kernel {res['pot_bregman_ms']:.1f} ms ({res['pot_bregman_over_awt']:.2f}x); "
-          f"max plan diff {res['max_plan_diff']:.1e}", flush=True)
+          f"max plan diff {res['max_plan_diff']:.1e}; other processes kept {res['other_cpus']:.2f} CPUs busy", flush=True)
     return res
 
 
@@ -503,10 +558,13 @@ def main() -> None:
     backbone.encode_images(pixels)  # warm-up: a whole batch, so that its activations are not first touched in the timing
     n_batches = max(1, len(files) // batch_size)
     reset_peak(device)
+    load = OtherLoad()
     t_enc = timed(lambda: [backbone.encode_images(pixels) for _ in range(n_batches)], device, args.repeat)
     result["encode_images_per_s"] = n_batches * batch_size / t_enc
     result["encode_peak_mb"] = peak_mb(device)
-    print(f"  encode  {result['encode_images_per_s']:9.3f} images/s ({views} views each)", flush=True)
+    result["encode_other_cpus"] = load.cpus()
+    print(f"  encode  {result['encode_images_per_s']:9.3f} images/s ({views} views each; other processes kept "
+          f"{result['encode_other_cpus']:.2f} CPUs busy meanwhile)", flush=True)
 
     # (b) full AWT, end to end from files. Loader workers start on the first call with them and
     # are kept (like the model, a one-off cost): that first pass is reported apart, as "cold".
