@@ -127,16 +127,27 @@ def solve_grouped(
     max_window = max(1, min(_MAX_WINDOW, _HISTORY_ELEMENTS // max(1, n * views)))
     w = window or _FIRST_WINDOW
     done = windows = 0
+    mass = b.sum(-1)                       # sum T after a column update
     with ThreadPoolExecutor(threads) if threads > 1 else _Serial() as pool:
         while len(active) and done < max_iter:
             w = max(1, min(w, max_iter - done, max_window))
             history = torch.empty(w, n, views, dtype=dtype, device=device)
-            change = torch.empty(w, n, dtype=dtype, device=device)   # per problem: sum_views |u_t - u_{t-1}|
             run = _window_numpy if on_cpu else _window_torch
-            jobs = [(k, log_offset, exp_shift, a[rows], b[rows], u[rows], v[rows], history[:, rows], change[:, rows],
-                     None if costs is None else costs[rows]) for k, rows in blocks.of(active)]
+            jobs = [(k, exp_shift, a[rows], b[rows], v[rows], history[:, rows], None if costs is None else costs[rows])
+                    for k, rows in blocks.of(active)]
             list(pool.map(lambda job: run(*job), jobs))
-            # The one host sync of the window: each active group's mean change at each iteration.
+            # per problem, sum over views of |u_t - u_{t-1}|; then each active group's mean at each
+            # iteration: the one host sync of the window
+            change = torch.empty(w, n, dtype=dtype, device=device)
+            for start, stop in _runs(active, members):
+                rows = slice(start, stop)
+                torch.sum(torch.sub(history[0, rows], u[rows]).abs_(), -1, out=change[0, rows])
+                torch.sum(torch.sub(history[1:, rows], history[:-1, rows]).abs_(), -1, out=change[1:, rows])
+                u[rows] = history[-1, rows]
+                if costs is not None and log_offset is not None:
+                    costs[rows] += log_offset * mass[rows]
+                if costs is not None:
+                    costs[rows].neg_()
             mean = change.view(w, groups, members)[:, active.to(device)].sum(-1, dtype=torch.float64).cpu()
             mean /= members * views
             under = mean < tol
@@ -177,14 +188,13 @@ class _Scratch(threading.local):
 _SCRATCH = _Scratch()
 
 
-def _window_numpy(k, offset, shift, a, b, u, v, history, change, cost) -> None:
+def _window_numpy(k, shift, a, b, v, history, dot) -> None:
     """``w = len(history)`` iterations on one block, in place: ``history[t]`` gets ``u_t``, ``v``
-    the last column scaling, ``u`` the last row scaling, ``change[t]`` the sum over views of
-    ``|u_t - u_{t-1}|``, ``cost`` (if given) the last plan's cost. The kernel is ``k``, or
-    ``exp(k + shift)`` when ``offset`` (the true ``log K - k``) is given. NumPy views share the
-    tensors' memory."""
-    k, a, b, u, v, history, change = (x.detach().numpy() for x in (k, a, b, u, v, history, change))
-    if offset is None:
+    the last column scaling, ``dot`` (if given) ``sum T log K`` of the last plan, less its
+    ``log_offset * sum T``. The kernel is ``k``, or ``exp(k + shift)`` when ``shift`` is given.
+    NumPy views share the tensors' memory; each call hands the GIL to the other threads."""
+    k, a, b, v, history = (x.detach().numpy() for x in (k, a, b, v, history))
+    if shift is None:
         kernel = k
     else:
         kernel = _SCRATCH.take(k.shape, k.dtype)
@@ -192,28 +202,21 @@ def _window_numpy(k, offset, shift, a, b, u, v, history, change, cost) -> None:
     for t in range(len(history)):
         np.divide(a, np.matmul(kernel, v[..., None])[..., 0], out=history[t])
         np.divide(b, np.matmul(history[t][:, None], kernel)[:, 0], out=v)
-    np.abs(history[0] - u).sum(-1, out=change[0])
-    if len(history) > 1:
-        np.abs(history[1:] - history[:-1]).sum(-1, out=change[1:])
-    u[...] = history[-1]
-    if cost is not None:
-        weighted = np.log(kernel) * kernel if offset is None else np.multiply(kernel, k, out=kernel)  # K log K
-        dot = (np.matmul(u[:, None], weighted)[:, 0] * v).sum(-1)
-        cost.numpy()[...] = -dot if offset is None else -(dot + offset * b.sum(-1))
+    if dot is not None:
+        weighted = np.log(kernel) * kernel if shift is None else np.multiply(kernel, k, out=kernel)   # K log K
+        row = np.matmul(history[-1][:, None], weighted)                   # (block, 1, prompts)
+        dot.numpy()[...] = np.matmul(row, v[..., None])[:, 0, 0]
 
 
-def _window_torch(k, offset, shift, a, b, u, v, history, change, cost) -> None:
+def _window_torch(k, shift, a, b, v, history, dot) -> None:
     """:func:`_window_numpy` in torch, for accelerators."""
-    kernel = k if offset is None else gibbs(k, shift)
+    kernel = k if shift is None else gibbs(k, shift)
     for t in range(len(history)):
         torch.div(a, torch.bmm(kernel, v.unsqueeze(-1)).squeeze(-1), out=history[t])
         torch.div(b, torch.bmm(history[t].unsqueeze(1), kernel).squeeze(1), out=v)
-    torch.sum(torch.sub(history[0], u).abs_(), -1, out=change[0])
-    if len(history) > 1:
-        torch.sum(torch.sub(history[1:], history[:-1]).abs_(), -1, out=change[1:])
-    u.copy_(history[-1])
-    if cost is not None:
-        cost.copy_(_cost(kernel, kernel.log() if offset is None else k, u, v, b, offset))
+    if dot is not None:
+        weighted = kernel * (kernel.log() if shift is None else k)
+        dot.copy_((torch.bmm(history[-1].unsqueeze(1), weighted).squeeze(1) * v).sum(-1))
 
 
 def gibbs(x: torch.Tensor, log_offset: float) -> torch.Tensor:
@@ -262,6 +265,17 @@ def plan_cost(kernel: torch.Tensor, u: torch.Tensor, v: torch.Tensor, b: torch.T
 def _cost(kernel, x, u, v, b, offset) -> torch.Tensor:
     dot = (torch.bmm(u.unsqueeze(1), kernel * x).squeeze(1) * v).sum(-1)
     return -dot if offset is None else -(dot + offset * b.sum(-1))
+
+
+def _runs(groups: torch.Tensor, members: int) -> list[tuple[int, int]]:
+    """Flat [start, stop) problem ranges of the runs of consecutive groups in ``groups``."""
+    out: list[list[int]] = []
+    for g in groups.tolist():
+        if out and out[-1][1] == g * members:
+            out[-1][1] = (g + 1) * members
+        else:
+            out.append([g * members, (g + 1) * members])
+    return [(start, stop) for start, stop in out]
 
 
 class _Blocks:

@@ -245,6 +245,7 @@ def timed_peak(fn, device: torch.device, repeat: int) -> tuple[float, float]:
     """Best wall time of ``fn()`` and the peak memory while it ran (CPU: the process's resident
     peak, reset first through /proc/self/clear_refs; CUDA: max allocated)."""
     if device.type == "cpu":
+        release_memory()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
