@@ -116,7 +116,8 @@ def solve_grouped(
     a = a.to(dtype).expand(groups, members, views).reshape(n, views).contiguous()
     b = b.to(dtype).expand(groups, members, prompts).reshape(n, prompts).contiguous()
     # K = exp(X + c) is used as exp(X) with v scaled by exp(c): u and the stopping rule are the
-    # same, and one pass over each block is saved (while exp(X) cannot overflow).
+    # same, and one pass over each block is saved (while exp(X) cannot overflow: X + c <= 0, as
+    # cos <= 1 gives, and c > -80).
     exp_shift = None if log_offset is None else (0.0 if log_offset > -80 else log_offset)
     v_scale = 1.0 if log_offset is None else math.exp(log_offset - exp_shift)
     u = torch.ones(n, views, dtype=dtype, device=device)
@@ -291,19 +292,14 @@ class _Blocks:
 
     def of(self, groups: torch.Tensor) -> list[tuple[torch.Tensor, slice]]:
         m, out = self.members, []
-        runs: list[list[int]] = []
-        for g in groups.tolist():
-            if self.flat_kernel is not None and runs and runs[-1][1] == g:
-                runs[-1][1] = g + 1
-            else:
-                runs.append([g, g + 1])
-        for g0, g1 in runs:
-            for start in range(g0 * m, g1 * m, self.block):
-                stop = min(start + self.block, g1 * m)
+        spans = _runs(groups, m) if self.flat_kernel is not None else [(g * m, (g + 1) * m) for g in groups.tolist()]
+        for first, last in spans:
+            for start in range(first, last, self.block):
+                stop = min(start + self.block, last)
                 if self.flat_kernel is not None:
                     k = self.flat_kernel[start:stop]
                 else:
-                    k = self.kernel[g0, start - g0 * m : stop - g0 * m]
+                    k = self.kernel[first // m, start - first : stop - first]
                 out.append((k, slice(start, stop)))
         return out
 
