@@ -57,7 +57,8 @@ class _Workspace(threading.local):
     def take(self, numel: int) -> torch.Tensor:
         if self.buffer is None or self.buffer.numel() < numel:
             self.buffer = None
-            self.buffer = torch.empty(numel)
+            with torch.inference_mode(False):   # a normal tensor: writable in and out of inference mode
+                self.buffer = torch.empty(numel)
         return self.buffer[:numel]
 
 
@@ -196,14 +197,15 @@ def awt_problem(
     classes, prompts, _ = text_features.shape
     scaled = (img / eps).reshape(batch * views, dim)
     cosines = _new_kernel(batch, classes, views, prompts, img.device, out)
+    views_major = img.device.type in _VIEWS_MAJOR_DEVICES
     mean_logits = img.new_empty(batch, views, classes)
     view0 = img.new_empty(batch, prompts, classes)
     for cls in _chunks(classes, _class_chunk(batch, views, prompts, classes, class_chunk, img.device)):
         txt = text_features[cls].to(img.device, torch.float32).reshape(-1, dim)
         block = cosines[:, cls].transpose(1, 2)                            # (batch, views, chunk, prompts)
-        try:                                        # views-major storage: the product lands in place
+        if views_major:                             # the product lands in place
             _gemm(scaled, txt.T, out=block.view(batch * views, -1))
-        except RuntimeError:                        # classes-major: one strided copy
+        else:                                       # one strided copy
             block.copy_(_gemm(scaled, txt.T).view(block.shape))
         torch.sum(block, -1, out=mean_logits[:, :, cls])
         view0[:, :, cls] = block[:, 0].transpose(1, 2)

@@ -328,3 +328,15 @@ def test_accelerator_layout_and_torch_windows_give_the_same_scores(monkeypatch):
     assert_allclose(awt_scores_from_features(image, text, 100.0).numpy(), cpu[0].numpy(), atol=1e-4)
     assert_allclose(awt_scores(logits, 100.0).numpy(), cpu[1].numpy(), atol=1e-4)
     assert torch.equal(solve(awt_problem_from_logits(logits, 100.0)).iterations, iterations)
+
+
+def test_scorer_buffer_serves_calls_in_and_out_of_inference_mode(monkeypatch):
+    import awt.scoring as scoring
+
+    monkeypatch.setattr(scoring._WORKSPACE, "buffer", None)     # made by the first call, in inference mode
+    image, text = clip_like_features(2, 5, 4, 6, seed=1)
+    with torch.inference_mode():
+        inside = awt_scores_from_features(image, text, 100.0)
+    assert torch.equal(awt_scores_from_features(image, text, 100.0), inside)
+    with torch.inference_mode():
+        assert torch.equal(awt_scores_from_features(image, text, 100.0), inside)
