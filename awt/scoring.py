@@ -41,15 +41,15 @@ class AWTConfig:
     tol: float = 1e-2
 
 
-# Elements of the (images, classes, views, prompts) kernel held at once, and of one block of logits
-# made by one matrix product: cache-sized on the CPU; on a GPU larger (each costs kernel launches).
+# Elements of the (images, classes, views, prompts) kernel held at once (memory), and of the block
+# of cosines one matrix product makes (cache on the CPU; on a GPU larger: each costs launches).
 _KERNEL_ELEMENTS = {"cpu": 1 << 28, "cuda": 1 << 28}
 _BLOCK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 25}
 _VIEWS_MAJOR_DEVICES = {"cpu"}    # where the kernel is stored in the GEMM's own (views-major) order
 
 
 class _Workspace(threading.local):
-    """The CPU scorer's log-kernel buffer, kept for the next call of the same thread: fresh memory
+    """The CPU scorer's kernel buffer, kept for the next call of the same thread: fresh memory
     costs a page fault per 4 KiB, several times the cost of writing it (at most the kernel budget)."""
 
     buffer: torch.Tensor | None = None
@@ -63,6 +63,12 @@ class _Workspace(threading.local):
 
 
 _WORKSPACE = _Workspace()
+
+
+def _buffer(numel: int, device: torch.device) -> torch.Tensor | None:
+    """Where the scorer's own loops put a chunk's kernel: the kept buffer on the CPU (a GPU's
+    caching allocator keeps memory by itself)."""
+    return _WORKSPACE.take(numel) if device.type == "cpu" else None
 
 
 @dataclass
@@ -165,7 +171,7 @@ def awt_problem_from_logits(
 ) -> AWTProblem:
     """The problems of logits (batch, views, prompts, classes), ``s * cos``; view 0 the
     un-augmented view, prompt 0 the bare template. ``prompt_mask`` (classes, prompts) marks real
-    prompts; ``out``: a flat float32 buffer to hold the log-kernel."""
+    prompts; ``out``: a flat float32 buffer to hold ``cos / eps``."""
     s = float(logit_scale)
     logits = logits.float()
     batch, views, prompts, classes = logits.shape
@@ -186,7 +192,7 @@ def awt_problem(
     """The problems of L2-normalised embeddings: image views (batch, views, dim), view 0
     un-augmented; class prompts (classes, prompts, dim), prompt 0 the bare template, in any float
     dtype (converted a block at a time); with ``prompt_mask`` (classes, prompts) the padding rows
-    of ``text_features`` must be zero. ``out``: a flat float32 buffer to hold the log-kernel.
+    of ``text_features`` must be zero. ``out``: a flat float32 buffer to hold ``cos / eps``.
 
     One matrix product per block of classes gives its cosines; while the block is in cache they
     give the prompt-mean and view-0 logits the weights need.
@@ -257,7 +263,7 @@ def awt_scores(
     batch, views, prompts, classes = logits.shape
     scores = logits.new_empty(batch, classes, dtype=torch.float32)
     for imgs in _chunks(batch, _image_chunk(views, prompts, classes, logits.device)):
-        out = _WORKSPACE.take(len(range(batch)[imgs]) * views * prompts * classes) if logits.device.type == "cpu" else None
+        out = _buffer((imgs.stop - imgs.start) * views * prompts * classes, logits.device)
         problem = awt_problem_from_logits(logits[imgs], logit_scale, config, prompt_mask, uniform, out)
         scores[imgs] = transport_scores(problem, solve(problem, config, block=class_chunk))
     return scores
@@ -281,9 +287,8 @@ def awt_scores_from_features(
     batch, views, _ = image_features.shape
     classes, prompts, _ = text_features.shape
     scores = image_features.new_empty(batch, classes, dtype=torch.float32)
-    on_cpu = image_features.device.type == "cpu"
     for imgs in _chunks(batch, _image_chunk(views, prompts, classes, image_features.device)):
-        out = _WORKSPACE.take(len(range(batch)[imgs]) * views * prompts * classes) if on_cpu else None
+        out = _buffer((imgs.stop - imgs.start) * views * prompts * classes, image_features.device)
         problem = awt_problem(image_features[imgs], text_features, logit_scale, config, prompt_mask, uniform,
                               class_chunk, out)
         scores[imgs] = transport_scores(problem, solve(problem, config, block=class_chunk))
