@@ -14,6 +14,7 @@ functions import their numerics when first called.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from .errors import AWTError
@@ -98,16 +99,11 @@ def score(method: str | Method, image: "torch.Tensor", text: "torch.Tensor", mas
 
 # -- AWT and its ablations ----------------------------------------------------------------------
 
-def _awt(image, text, mask, logit_scale, config):
+def _awt(image, text, mask, logit_scale, config, uniform: bool = False):
+    """AWT; ``uniform``: its ablation with uniform view and prompt weights."""
     from .scoring import awt_scores_from_features
 
-    return awt_scores_from_features(image, text, logit_scale, config, prompt_mask=mask)
-
-
-def _awt_uniform(image, text, mask, logit_scale, config):
-    from dataclasses import replace
-
-    return _awt(image, text, mask, logit_scale, replace(config, uniform_weights=True))
+    return awt_scores_from_features(image, text, logit_scale, config, prompt_mask=mask, uniform=uniform)
 
 
 def _clip(image, text, mask, logit_scale, config):
@@ -129,7 +125,7 @@ register(Method("clip", "zero-shot CLIP: view 0 against the bare template", _cli
                 prompts=TEMPLATE, paper="Radford et al., CLIP, ICML 2021"))
 register(Method("ensemble", "view 0 against the mean of each class's prompts", _ensemble, random_views=False,
                 paper="Radford et al., CLIP, ICML 2021"))
-register(Method("awt-uniform", "AWT ablation: uniform weights instead of entropy weighting", _awt_uniform,
+register(Method("awt-uniform", "AWT ablation: uniform weights instead of entropy weighting", partial(_awt, uniform=True),
                 paper=_AWT_PAPER, uses_awt_config=True))
 register(Method("awt-image", "AWT ablation: random views, the bare template only", _awt, prompts=TEMPLATE,
                 paper=_AWT_PAPER, uses_awt_config=True))

@@ -3,19 +3,32 @@
 Shapes follow the pipeline: image views (batch, views, dim), class prompts (classes, prompts, dim),
 logits (batch, views, prompts, classes) with ``logit = s * cosine``. A SigLIP-style ``logit_bias``
 shifts every class equally, so it is left out of the transport (and of the scores).
+
+Three steps, each its own function, so that what scored an image can be shown:
+
+* the problem (:func:`awt_problem`, :func:`awt_problem_from_logits`): the Gibbs kernels
+  ``exp((cos - 1) / eps)`` of every (image, class) pair and the marginals, view weights ``a`` and
+  prompt weights ``b`` (:mod:`awt.weighting`);
+* the solve (:func:`solve`): Sinkhorn scalings ``u``, ``v`` and each image's iterations
+  (:mod:`awt.transport`); an image's classes are solved together, as its stopping rule averages over them;
+* the score (:func:`transport_scores`): ``s * sum(T * cos)`` with ``T = diag(u) K diag(v)``.
+
+:func:`awt_scores_from_features` chains them over chunks of images; :func:`awt_explain` returns
+the plans of chosen classes, solved exactly as they were scored.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .errors import SettingError
-from .transport import sinkhorn
+from .transport import Solution, gibbs, plan_costs, solve_grouped
 from .weighting import image_weights, prompt_weights
 
 
@@ -28,7 +41,6 @@ class AWTConfig:
     epsilon: float = 0.1
     max_iter: int = 100
     tol: float = 1e-2
-    uniform_weights: bool = field(default=False, metadata={"config": False})  # the 'awt-uniform' method
 
     def __post_init__(self) -> None:
         """Refuse what the scorer cannot compute with (a SettingError naming the field and the value):
@@ -42,10 +54,64 @@ class AWTConfig:
             raise SettingError("max_iter", self.max_iter, "a whole number >= 1")
 
 
-# Elements of the (images, classes, views, prompts) kernel held at once, and of one temporary
-# block: cache-sized on the CPU; on a GPU larger, as each block costs a few kernel launches.
-_KERNEL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}
-_BLOCK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 25}
+# Elements of the (images, classes, views, prompts) kernel held at once (memory), and of the block
+# of cosines one matrix product makes (cache on the CPU; on a GPU larger: each costs launches).
+_KERNEL_ELEMENTS = {"cpu": 1 << 28, "cuda": 1 << 28}
+_BLOCK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 25}
+_VIEWS_MAJOR_DEVICES = {"cpu"}    # where the kernel is stored in the GEMM's own (views-major) order
+
+
+class _Workspace(threading.local):
+    """The CPU scorer's kernel buffer, kept for the next call of the same thread: fresh memory
+    costs a page fault per 4 KiB, several times the cost of writing it (at most the kernel budget)."""
+
+    buffer: torch.Tensor | None = None
+
+    def take(self, numel: int) -> torch.Tensor:
+        if self.buffer is None or self.buffer.numel() < numel:
+            self.buffer = None
+            with torch.inference_mode(False):   # a normal tensor: writable in and out of inference mode
+                self.buffer = torch.empty(numel)
+        return self.buffer[:numel]
+
+
+_WORKSPACE = _Workspace()
+
+
+def _buffer(numel: int, device: torch.device) -> torch.Tensor | None:
+    """Where the scorer's own loops put a chunk's kernel: the kept buffer on the CPU (a GPU's
+    caching allocator keeps memory by itself)."""
+    return _WORKSPACE.take(numel) if device.type == "cpu" else None
+
+
+@dataclass
+class AWTProblem:
+    """The transport problems of a batch of images against every class: cost ``1 - cos`` between
+    each view and each prompt of a class, marginals ``a`` and ``b``, entropic regularisation ``eps``.
+
+    The Gibbs kernel ``K = exp((cos - 1) / eps)`` is held as ``cos / eps``, what the matrix product
+    of the embeddings gives: the solver exponentiates a block at a time while the block is in
+    cache, and the plan's cost then needs no logarithm.
+    """
+
+    scaled_cosines: torch.Tensor   # (batch, classes, views, prompts) cos / eps; a view
+    a: torch.Tensor                # (batch, views) view weights, the same for every class
+    b: torch.Tensor                # (batch, classes, prompts) prompt weights (0 on padding prompts)
+    logit_scale: float
+    epsilon: float
+
+    @property
+    def log_offset(self) -> float:
+        """``log K = scaled_cosines + log_offset``."""
+        return -1.0 / self.epsilon
+
+    def kernel(self, index=...) -> torch.Tensor:
+        """``K[index]``, e.g. ``problem.kernel((image, classes))`` -> (k, views, prompts)."""
+        return gibbs(self.scaled_cosines[index], self.log_offset)
+
+    def cosines(self, index=...) -> torch.Tensor:
+        """``cos[index]`` of views and prompts."""
+        return self.epsilon * self.scaled_cosines[index]
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -60,11 +126,25 @@ def _class_chunk(images: int, views: int, prompts: int, classes: int, class_chun
                  device: torch.device) -> int:
     if class_chunk is not None:
         return max(1, min(int(class_chunk), classes))
-    return max(1, min(classes, _BLOCK_ELEMENTS.get(device.type, 1 << 23) // (images * views * prompts)))
+    return max(1, min(classes, _BLOCK_ELEMENTS.get(device.type, 1 << 19) // (images * views * prompts)))
+
+
+def _new_kernel(batch: int, classes: int, views: int, prompts: int, device: torch.device,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """An empty (batch, classes, views, prompts) tensor for ``cos / eps``, in ``out`` (flat, float32) if given.
+    On the CPU it is a view of views-major storage, the order in which logits come out of
+    ``views @ prompts.T``: no transpose is ever made, and a block of one image's classes is a tile
+    the solver keeps in cache."""
+    numel = batch * classes * views * prompts
+    storage = torch.empty(numel, device=device) if out is None else out[:numel]
+    if device.type in _VIEWS_MAJOR_DEVICES:
+        return storage.view(batch, views, classes, prompts).transpose(1, 2)
+    return storage.view(batch, classes, views, prompts)
 
 
 def awt_marginals(
-    mean_logits: torch.Tensor, view0_logits: torch.Tensor, config: AWTConfig, prompt_mask: torch.Tensor | None = None
+    mean_logits: torch.Tensor, view0_logits: torch.Tensor, config: AWTConfig,
+    prompt_mask: torch.Tensor | None = None, uniform: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Marginals of the transport problems.
 
@@ -72,12 +152,13 @@ def awt_marginals(
         mean_logits: (batch, views, classes) logits averaged over each class's (real) prompts.
         view0_logits: (batch, prompts, classes) logits of view 0 for every prompt.
         prompt_mask: (classes, prompts) bool, real prompts; padding gets weight 0.
+        uniform: the 'awt-uniform' ablation: ``1/views`` and ``1/real prompts``.
     Returns:
         ``a`` (batch, views) shared by all classes, ``b`` (batch, prompts, classes).
     """
     batch, views, _ = mean_logits.shape
     prompts, classes = view0_logits.shape[1:]
-    if config.uniform_weights:
+    if uniform:
         a = mean_logits.new_full((batch, views), 1.0 / views, dtype=torch.float32)
         if prompt_mask is None:
             b = mean_logits.new_full((batch, prompts, classes), 1.0 / prompts, dtype=torch.float32)
@@ -90,73 +171,114 @@ def awt_marginals(
     return a, b
 
 
-def transport_scores(
-    kernel: torch.Tensor, logit_scale: float, a: torch.Tensor, b: torch.Tensor, config: AWTConfig, class_chunk: int | None = None
-) -> torch.Tensor:
-    """Optimal-transport score of each (image, class) pair.
+def _prompt_counts(prompt_mask: torch.Tensor | None, classes: int, prompts: int, device: torch.device) -> torch.Tensor:
+    """(classes,): real prompts of each class."""
+    if prompt_mask is None:
+        return torch.full((classes,), float(prompts), device=device)
+    return prompt_mask.to(device).sum(1).clamp_min(1).float()
 
-    Args:
-        kernel: (batch, classes, views, prompts) Gibbs kernels ``exp((cos - 1) / eps)``.
-        a: (batch, views) view weights; b: (batch, prompts, classes) prompt weights.
-    Returns:
-        (batch, classes): ``sum_{v,p} T[v,p] * s * cos[v,p]`` with ``T`` the Sinkhorn plan.
+
+def awt_problem_from_logits(
+    logits: torch.Tensor, logit_scale: float | torch.Tensor, config: AWTConfig = AWTConfig(),
+    prompt_mask: torch.Tensor | None = None, uniform: bool = False, out: torch.Tensor | None = None,
+) -> AWTProblem:
+    """The problems of logits (batch, views, prompts, classes), ``s * cos``; view 0 the
+    un-augmented view, prompt 0 the bare template. ``prompt_mask`` (classes, prompts) marks real
+    prompts; ``out``: a flat float32 buffer to hold ``cos / eps``."""
+    s = float(logit_scale)
+    logits = logits.float()
+    batch, views, prompts, classes = logits.shape
+    real = logits if prompt_mask is None else logits * prompt_mask.T.to(logits.device)
+    mean_logits = real.sum(2) / _prompt_counts(prompt_mask, classes, prompts, logits.device)
+    a, b = awt_marginals(mean_logits, logits[:, 0], config, prompt_mask, uniform)
+    scaled = _new_kernel(batch, classes, views, prompts, logits.device, out)
+    for i in range(batch):
+        torch.mul(logits[i].transpose(1, 2), 1.0 / (s * config.epsilon), out=scaled[i].transpose(0, 1))
+    return AWTProblem(scaled, a, b.transpose(1, 2).contiguous(), s, config.epsilon)
+
+
+def awt_problem(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: float | torch.Tensor,
+    config: AWTConfig = AWTConfig(), prompt_mask: torch.Tensor | None = None, uniform: bool = False,
+    class_chunk: int | None = None, out: torch.Tensor | None = None,
+) -> AWTProblem:
+    """The problems of L2-normalised embeddings: image views (batch, views, dim), view 0
+    un-augmented; class prompts (classes, prompts, dim), prompt 0 the bare template, in any float
+    dtype (converted a block at a time); with ``prompt_mask`` (classes, prompts) the padding rows
+    of ``text_features`` must be zero. ``out``: a flat float32 buffer to hold ``cos / eps``.
+
+    One matrix product per block of classes gives its cosines; while the block is in cache they
+    give the prompt-mean and view-0 logits the weights need.
     """
-    batch, classes, views, prompts = kernel.shape
-    u, v, _ = sinkhorn(
-        kernel, a.unsqueeze(1).expand(batch, classes, views), b.transpose(1, 2), max_iter=config.max_iter, tol=config.tol
-    )
-    # s * cos = s * (1 + eps * log K), so the score is s * (sum T + eps * sum u K log(K) v): the
-    # logits are recovered from the kernel and no second (batch, classes, views, prompts) tensor
-    # is kept alive. After the last column update, sum T = sum b exactly.
-    mass = b.sum(1)                                                            # (batch, classes)
-    scores = kernel.new_empty(batch, classes)
-    for cls in _chunks(classes, _class_chunk(batch, views, prompts, classes, class_chunk, kernel.device)):
-        k = kernel[:, cls]
-        row = torch.matmul(k.log().mul_(k), v[:, cls].unsqueeze(-1)).squeeze(-1)  # (batch, chunk, views)
-        scores[:, cls] = (mass[:, cls] + config.epsilon * (u[:, cls] * row).sum(-1)) * logit_scale
-    return scores
+    s, eps = float(logit_scale), config.epsilon
+    img = image_features.float()
+    batch, views, dim = img.shape
+    classes, prompts, _ = text_features.shape
+    scaled = (img / eps).reshape(batch * views, dim)
+    cosines = _new_kernel(batch, classes, views, prompts, img.device, out)
+    views_major = img.device.type in _VIEWS_MAJOR_DEVICES
+    mean_logits = img.new_empty(batch, views, classes)
+    view0 = img.new_empty(batch, prompts, classes)
+    for cls in _chunks(classes, _class_chunk(batch, views, prompts, classes, class_chunk, img.device)):
+        txt = text_features[cls].to(img.device, torch.float32).reshape(-1, dim)
+        block = cosines[:, cls].transpose(1, 2)                            # (batch, views, chunk, prompts)
+        if views_major:                             # the product lands in place
+            _gemm(scaled, txt.T, out=block.view(batch * views, -1))
+        else:                                       # one strided copy
+            block.copy_(_gemm(scaled, txt.T).view(block.shape))
+        torch.sum(block, -1, out=mean_logits[:, :, cls])
+        view0[:, :, cls] = block[:, 0].transpose(1, 2)
+    mean_logits *= s * eps / _prompt_counts(prompt_mask, classes, prompts, img.device)
+    view0 *= s * eps
+    a, b = awt_marginals(mean_logits, view0, config, prompt_mask, uniform)
+    return AWTProblem(cosines, a, b.transpose(1, 2).contiguous(), s, eps)
+
+
+def solve(problem: AWTProblem, config: AWTConfig = AWTConfig(), window: int | None = None,
+          block: int | None = None) -> Solution:
+    """Sinkhorn on every (image, class) problem; each image stops as the paper's code does.
+
+    Returns:
+        :class:`~awt.transport.Solution`: ``u`` (batch, classes, views), ``v`` (batch, classes,
+        prompts), ``iterations`` (batch,), ``cost`` (batch, classes).
+    """
+    return solve_grouped(problem.scaled_cosines, problem.a[:, None, :], problem.b, config.max_iter, config.tol,
+                         window, block, log_offset=problem.log_offset)
+
+
+def transport_scores(problem: AWTProblem, solution: Solution) -> torch.Tensor:
+    """(batch, classes): ``s * sum_{v,p} T[v,p] * cos[v,p]`` with ``T = diag(u) K diag(v)``.
+
+    With ``cos = 1 + eps * log K`` that is ``s * (sum T - eps * sum T * (-log K))``: the logits
+    are recovered from the kernel, and after a column update ``sum T = sum b`` exactly.
+    """
+    cost = solution.cost
+    if cost is None:
+        cost = plan_costs(problem.scaled_cosines, solution.u, solution.v, problem.b, problem.log_offset)
+    return (problem.b.sum(-1) - problem.epsilon * cost) * problem.logit_scale
 
 
 def awt_scores(
-    logits: torch.Tensor,
-    logit_scale: float | torch.Tensor,
-    *,
-    image_temperature: float = 0.5,
-    text_temperature: float = 0.5,
-    epsilon: float = 0.1,
-    max_iter: int = 100,
-    tol: float = 1e-2,
-    uniform_weights: bool = False,
-    class_chunk: int | None = None,
+    logits: torch.Tensor, logit_scale: float | torch.Tensor, config: AWTConfig = AWTConfig(), *,
+    prompt_mask: torch.Tensor | None = None, uniform: bool = False, class_chunk: int | None = None,
 ) -> torch.Tensor:
-    """AWT scores from logits.
+    """AWT scores from logits (batch, views, prompts, classes), ``s * cos(view, prompt of class)``;
+    view 0 must be the un-augmented view and prompt 0 the bare template.
 
     Args:
-        logits: (batch, views, prompts, classes), ``s * cos(view, prompt of class)``; view 0 must be
-            the un-augmented view and prompt 0 the bare template.
         logit_scale: the multiplier ``s`` itself (CLIP: 100.0), not its log.
-        class_chunk: classes per temporary block (memory bound); ``None`` picks one. The result
-            does not depend on it.
+        uniform: the 'awt-uniform' ablation (uniform marginals).
+        class_chunk: classes per block (memory and cache bound); the result does not depend on it.
     Returns:
         (batch, classes) float32 scores on the logits' device; each image's scores depend on
         that image alone.
     """
-    config = AWTConfig(image_temperature, text_temperature, epsilon, max_iter, tol, uniform_weights)
-    s = float(logit_scale)
-    logits = logits.float()
     batch, views, prompts, classes = logits.shape
-    a, b = awt_marginals(logits.mean(2), logits[:, 0], config)
-    scores = logits.new_empty(batch, classes)
+    scores = logits.new_empty(batch, classes, dtype=torch.float32)
     for imgs in _chunks(batch, _image_chunk(views, prompts, classes, logits.device)):
-        n = imgs.stop - imgs.start
-        kernel = logits.new_empty(n, classes, views, prompts)
-        for i, image in enumerate(range(imgs.start, imgs.stop)):
-            # One 2-D transpose per image: torch copies those in cache-friendly tiles, many times
-            # faster than a 4-D permute (the largest cost of this function otherwise).
-            kernel[i].view(classes, views * prompts).copy_(logits[image].reshape(views * prompts, classes).T)
-        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk, logits.device)):
-            kernel[:, cls].mul_(1.0 / (s * config.epsilon)).sub_(1.0 / config.epsilon).exp_()
-        scores[imgs] = transport_scores(kernel, s, a[imgs], b[imgs], config, class_chunk)
+        out = _buffer((imgs.stop - imgs.start) * views * prompts * classes, logits.device)
+        problem = awt_problem_from_logits(logits[imgs], logit_scale, config, prompt_mask, uniform, out)
+        scores[imgs] = transport_scores(problem, solve(problem, config, block=class_chunk))
     return scores
 
 
@@ -167,49 +289,94 @@ def awt_scores_from_features(
     config: AWTConfig = AWTConfig(),
     class_chunk: int | None = None,
     prompt_mask: torch.Tensor | None = None,
+    uniform: bool = False,
 ) -> torch.Tensor:
-    """AWT scores from L2-normalised embeddings, never materialising all logits at once.
+    """AWT scores from L2-normalised embeddings (see :func:`awt_problem`), a chunk of images at
+    a time, never materialising all logits.
 
-    Args:
-        image_features: (batch, views, dim), view 0 un-augmented.
-        text_features: (classes, prompts, dim), prompt 0 the bare template.
-        prompt_mask: (classes, prompts) bool when classes have different numbers of prompts
-            (padding rows of ``text_features`` must then be zero).
     Returns:
         (batch, classes) float32 scores, equal to ``awt_scores`` of the full logits.
     """
-    s = float(logit_scale)
-    img = image_features.float()
-    txt = text_features.to(img.device, torch.float32)
-    batch, views, dim = img.shape
-    classes, prompts, _ = txt.shape
-    # The prompt average of the logits is the logit against the (unnormalised) mean prompt.
-    mean_logits = s * _gemm(img.reshape(-1, dim), mean_prompt(txt, prompt_mask).T).view(batch, views, classes)
-    view0 = (s * _gemm(img[:, 0], txt.reshape(-1, dim).T)).view(batch, classes, prompts).transpose(1, 2)
-    if prompt_mask is not None:
-        prompt_mask = prompt_mask.to(img.device)
-    a, b = awt_marginals(mean_logits, view0, config, prompt_mask)
-    scores = img.new_empty(batch, classes)
-    for imgs in _chunks(batch, _image_chunk(views, prompts, classes, img.device)):
-        n = imgs.stop - imgs.start
-        flat = img[imgs].reshape(n * views, dim) / config.epsilon
-        kernel = img.new_empty(n, classes, views, prompts)
-        for cls in _chunks(classes, _class_chunk(n, views, prompts, classes, class_chunk, img.device)):
-            scaled = _gemm(flat, txt[cls].reshape(-1, dim).T)                      # cos / eps, (n * views, chunk * prompts)
-            block = kernel[:, cls]
-            block.copy_(scaled.sub_(1.0 / config.epsilon).view(n, views, -1, prompts).transpose(1, 2))
-            block.exp_()  # exp((cos - 1) / eps)
-        scores[imgs] = transport_scores(kernel, s, a[imgs], b[imgs], config, class_chunk)
+    batch, views, _ = image_features.shape
+    classes, prompts, _ = text_features.shape
+    scores = image_features.new_empty(batch, classes, dtype=torch.float32)
+    for imgs in _chunks(batch, _image_chunk(views, prompts, classes, image_features.device)):
+        out = _buffer((imgs.stop - imgs.start) * views * prompts * classes, image_features.device)
+        problem = awt_problem(image_features[imgs], text_features, logit_scale, config, prompt_mask, uniform,
+                              class_chunk, out)
+        scores[imgs] = transport_scores(problem, solve(problem, config, block=class_chunk))
     return scores
 
 
-def _gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` in float32. On CUDA the operands are rounded to float16 (tensor cores, float32
-    accumulation and output): unit vectors lose about 1e-5 of cosine, where float32 GEMMs would
-    cost more than the whole rest of the scorer."""
+@dataclass
+class AWTExplanation:
+    """What scored chosen classes of a batch of images: the plan and what it weighed.
+
+    ``score == view_scores.sum(-1) == prompt_scores.sum(-1)`` (to float rounding), each the sum of
+    ``s * plan * cosine`` over prompts or over views.
+    """
+
+    classes: torch.Tensor        # (batch, k) class indices
+    a: torch.Tensor              # (batch, views) view weights
+    b: torch.Tensor              # (batch, k, prompts) prompt weights
+    plan: torch.Tensor           # (batch, k, views, prompts) transport plan T
+    cosine: torch.Tensor         # (batch, k, views, prompts)
+    score: torch.Tensor          # (batch, k), the scorer's
+    view_scores: torch.Tensor    # (batch, k, views): s * sum_p T * cos
+    prompt_scores: torch.Tensor  # (batch, k, prompts): s * sum_v T * cos
+    iterations: torch.Tensor     # (batch,) Sinkhorn iterations of each image
+
+
+def awt_explain(
+    image_features: torch.Tensor, text_features: torch.Tensor, prompt_mask: torch.Tensor | None,
+    logit_scale: float | torch.Tensor, config: AWTConfig = AWTConfig(), classes=None, uniform: bool = False,
+) -> AWTExplanation:
+    """The transport behind :func:`awt_scores_from_features` for chosen classes.
+
+    Each image's problem is built and solved over all classes, as the scorer does (the stopping
+    rule averages over them), then the chosen classes are read from it.
+
+    Args:
+        image_features: (batch, views, dim); text_features: (classes, prompts, dim); prompt_mask
+            (classes, prompts) or None, as for the scorer.
+        classes: (k,) class indices for every image, or (batch, k); ``None``: every class.
+    Returns:
+        :class:`AWTExplanation`, its ``score`` equal to the scorer's.
+    """
+    batch, views, dim = image_features.shape
+    n_classes, prompts, _ = text_features.shape
+    device = image_features.device
+    chosen = torch.arange(n_classes) if classes is None else torch.as_tensor(classes, dtype=torch.long)
+    chosen = chosen.to(device).expand(batch, -1) if chosen.dim() == 1 else chosen.to(device)
+    k = chosen.shape[1]
+    out = {name: [] for name in ("a", "b", "plan", "cosine", "score", "iterations")}
+    for imgs in _chunks(batch, _image_chunk(views, prompts, n_classes, device)):
+        problem = awt_problem(image_features[imgs], text_features, logit_scale, config, prompt_mask, uniform)
+        sol = solve(problem, config)
+        scores = transport_scores(problem, sol)
+        idx = chosen[imgs]
+        rows = torch.arange(idx.shape[0], device=device)[:, None]
+        u, v, kernel = sol.u[rows, idx], sol.v[rows, idx], problem.kernel((rows, idx))
+        out["a"].append(problem.a)
+        out["b"].append(problem.b[rows, idx])
+        out["plan"].append(u[..., :, None] * kernel * v[..., None, :])
+        out["cosine"].append(problem.cosines((rows, idx)))
+        out["score"].append(scores.gather(1, idx))
+        out["iterations"].append(sol.iterations)
+    cat = {name: torch.cat(parts) for name, parts in out.items()}
+    weighted = float(logit_scale) * cat["plan"] * cat["cosine"]
+    return AWTExplanation(chosen, cat["a"], cat["b"], cat["plan"], cat["cosine"], cat["score"],
+                          weighted.sum(-1), weighted.sum(-2), cat["iterations"])
+
+
+def _gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b`` in float32 (into ``out`` if given). On CUDA the operands are rounded to float16
+    (tensor cores, float32 accumulation and output): unit vectors lose about 1e-5 of cosine, where
+    float32 GEMMs would cost more than the whole rest of the scorer."""
     if a.is_cuda and _half_gemm(a.device):
-        return torch.mm(a.half(), b.half(), out_dtype=torch.float32)
-    return a.float() @ b.float()
+        product = torch.mm(a.half(), b.half(), out_dtype=torch.float32)
+        return product if out is None else out.copy_(product)
+    return torch.mm(a.float(), b.float(), out=out)
 
 
 @functools.cache

@@ -40,8 +40,10 @@ def prompt_entropies(base: torch.Tensor, view0_logits: torch.Tensor) -> torch.Te
     replaces entry ``c`` by ``x = view0_logits[p, c]`` and measures the entropy of the softmax.
     Done literally that is a (prompts, classes, classes) tensor per image. Instead we split the
     distribution into {x} against the other classes: with ``R_c`` the log-sum-exp of the others
-    and ``G_c`` the entropy of their own softmax, ``pi = sigmoid(x - R_c)`` and
-    ``H = binary_entropy(pi) + (1 - pi) * G_c``. Linear in the number of classes.
+    and ``G_c`` the entropy of their own softmax, ``x`` gets ``pi = sigmoid(x - R_c)`` and
+    ``H = binary_entropy(pi) + (1 - pi) * G_c``; with ``n = R_c - x``, ``binary_entropy(pi) =
+    softplus(n) - (1 - pi) * n``, so ``H = softplus(n) + sigmoid(n) * (G_c - n)``: three passes
+    over (prompts, classes), linear in the number of classes.
 
     Args:
         base: (batch, classes) prompt-averaged logits of view 0.
@@ -62,10 +64,8 @@ def prompt_entropies(base: torch.Tensor, view0_logits: torch.Tensor) -> torch.Te
     log_mass = others_mass.log()
     others_lse = shift + log_mass                                      # R_c
     others_entropy = (log_mass - others_moment / others_mass).clamp_min(0.0)  # G_c
-    d = x - others_lse.unsqueeze(-2)
-    pi = torch.sigmoid(d)
-    binary = pi * F.softplus(-d) + (1.0 - pi) * F.softplus(d)
-    return binary + (1.0 - pi) * others_entropy.unsqueeze(-2)
+    n = others_lse.unsqueeze(-2) - x
+    return torch.addcmul(F.softplus(n), torch.sigmoid(n), others_entropy.unsqueeze(-2) - n)
 
 
 def prompt_weights(

@@ -47,6 +47,7 @@ from awt.transport import sinkhorn
 SHARED_CALTECH = Path(__file__).resolve().parents[1].parent / "shared" / "descriptions" / "awt" / "caltech101.json"
 
 REPO = Path(__file__).resolve().parents[1]
+LEGACY_COMMIT = "2e198ac"   # the scorer before issue 26 (its figures are the "before" of each run)
 
 
 def sync(device: torch.device) -> None:
@@ -75,6 +76,41 @@ def timed(fn, device: torch.device, repeat: int = 1) -> float:
         sync(device)
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def timed_pair(fa, fb, device: torch.device, repeat: int = 1) -> tuple[float, float]:
+    """Best wall times of ``fa()`` and ``fb()``, taken in turns so that a busy spell of a shared
+    machine hits both alike."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for i, fn in enumerate((fa, fb)):
+            best[i] = min(best[i], timed(fn, device))
+    return best[0], best[1]
+
+
+class OtherLoad:
+    """CPUs the rest of the machine kept busy since ``start()`` (Linux /proc/stat less this
+    process): on a shared machine, a figure taken while others ran is not this code's alone."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int]:
+        try:
+            fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+            busy = sum(fields) - fields[3] - fields[4]       # all but idle and iowait
+            own = sum(int(x) for x in open("/proc/self/stat").read().rsplit(")", 1)[1].split()[11:15])
+            return busy, own
+        except (OSError, ValueError, IndexError):
+            return 0, 0
+
+    def start(self) -> None:
+        self.t0, self.wall0 = self._ticks(), time.perf_counter()
+
+    def cpus(self) -> float:
+        (busy, own), wall = self._ticks(), time.perf_counter() - self.wall0
+        return max(0.0, (busy - self.t0[0]) - (own - self.t0[1])) / os.sysconf("SC_CLK_TCK") / max(wall, 1e-9)
 
 
 def image_files(count: int, image_dir: str | None) -> list[str]:
@@ -123,37 +159,133 @@ def naive_pipeline(backbone, text: torch.Tensor, files: list[str], views: int) -
         paper_awt_scores_single(logits, backbone.logit_scale).argmax().item()
 
 
-def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, batch: int) -> tuple[float, float]:
+def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, batch: int,
+                             commit: str | None = None) -> tuple[float, float]:
     """Peak RSS (MiB, the child's own VmHWM) of a fresh process holding ``classes`` x ``prompts`` text
-    features, before and after scoring ``batch`` images against them on the CPU (the classifier's case).
+    features, before and after scoring ``batch`` images against them on the CPU (the classifier's case),
+    with this scorer or the one at ``commit``.
     ``ru_maxrss`` is not used: a child started by fork + exec can inherit the parent's peak."""
     code = (
         "import sys, torch; sys.path.insert(0, %r); from throughput import *; "
+        "score = legacy_scorer(%r).awt_scores_from_features if %r else awt_scores_from_features; "
         "hwm = lambda: [int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
         "txt = random_text_features(%d, %d, %d, torch.device('cpu')); img = random_image_features(%d, %d, %d, txt); "
-        "print(hwm()); awt_scores_from_features(img, txt, 100.0); print(hwm())"
-    ) % (str(Path(__file__).parent), classes, prompts, dim, batch, views, dim)
+        "print(hwm()); score(img, txt, 100.0); print(hwm())"
+    ) % (str(Path(__file__).parent), commit, bool(commit), classes, prompts, dim, batch, views, dim)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = (float(x) for x in out.stdout.strip().splitlines()[-2:])
     return before, after
 
 
-def bench_scorer(device, classes_list, views, prompts, dim, batch, args) -> dict:
+def legacy_scorer(commit: str = LEGACY_COMMIT):
+    """The scorer as it was at ``commit`` (awt/scoring.py, transport.py and weighting.py read with
+    git into a private package): the "before" of the scorer's figures, measured in the same run.
+    None when git or the commit is not there."""
+    import atexit
+    import importlib
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="awt-legacy-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    package = root / f"awt_legacy_{commit}"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("scoring", "transport", "weighting"):
+        shown = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:awt/{name}.py"], capture_output=True, text=True)
+        if shown.returncode != 0:
+            return None
+        (package / f"{name}.py").write_text(shown.stdout)
+    sys.path.insert(0, str(root))
+    return importlib.import_module(f"{package.name}.scoring")
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc), so that a stage's
+    peak does not carry what earlier stages freed."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def probe_machine(device: torch.device, repeat: int) -> dict:
+    """The roofline's two rates, from simple probes: a 2048^3 float32 GEMM (FLOP/s) and a sum over
+    512 MiB (bytes read per second)."""
+    a = torch.randn(2048, 2048, device=device)
+    big = torch.ones(1 << 27, device=device)
+    t_mm = timed(lambda: a @ a, device, max(3, repeat))
+    t_sum = timed(lambda: big.sum(), device, max(3, repeat))
+    return {"gflops": 2 * 2048**3 / t_mm / 1e9, "read_gb_per_s": big.numel() * 4 / t_sum / 1e9}
+
+
+def scorer_work(classes: int, views: int, prompts: int, dim: int, images: int, iterations: float, windows: int) -> dict:
+    """FLOPs and bytes per image of the scorer from features: the views x prompts GEMM and the
+    Sinkhorn products (2 multiply-adds per kernel entry and iteration, 3 for the plan's cost); the
+    prompt features read once per call (shared by its ``images``), the kernel written once and
+    read once per solver window."""
+    entries = classes * views * prompts
+    flops = 2 * entries * dim + entries * (4 * iterations + 4)
+    moved = classes * prompts * dim * 4 / images + entries * 4 * (1 + windows)
+    return {"gflop": flops / 1e9, "gb": moved / 1e9}
+
+
+def logits_of(img: torch.Tensor, txt: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
+    """(batch, views, prompts, classes) logits, a block of classes at a time (no whole-size temporary)."""
+    out = torch.empty(img.shape[0], img.shape[1], txt.shape[1], txt.shape[0], device=img.device)
+    for start in range(0, txt.shape[0], 1024):
+        block = txt[start:start + 1024]
+        out[..., start:start + block.shape[0]] = scale * torch.einsum("bvd,cpd->bvpc", img, block)
+    return out
+
+
+def timed_peak(fn, device: torch.device, repeat: int) -> tuple[float, float]:
+    """Best wall time of ``fn()`` and the peak memory while it ran (CPU: the process's resident
+    peak, reset first through /proc/self/clear_refs; CUDA: max allocated)."""
+    if device.type == "cpu":
+        release_memory()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        t = timed(fn, device, repeat)
+        return t, [int(x.split()[1]) / 1024 for x in open("/proc/self/status") if x.startswith("VmHWM")][0]
+    reset_peak(device)
+    return timed(fn, device, repeat), peak_mb(device)
+
+
+def bench_scorer(device, classes_list, views, prompts, dim, batch, args, legacy=None, encode_s: float | None = None,
+                 machine: dict | None = None) -> dict:
+    """The scorer alone, this version (``new``) and ``legacy`` (the scorer before issue 26) on the
+    same features: from features (the classifier's path; ``batch`` images per call, half of it from
+    10,000 classes on) and from logits (one image per call from 10,000 classes on)."""
+    from awt.scoring import awt_problem, solve
+
     out = {}
     for classes in classes_list:
         txt = random_text_features(classes, prompts, dim, device)
-        n = batch if classes <= 1000 else max(1, batch // 8)
+        n = batch if classes < 10000 else max(1, batch // 2)
         img = random_image_features(n, views, dim, txt)
-        logits = 100.0 * torch.einsum("bvd,cpd->bvpc", img, txt)  # the literal loop's input, too
-        awt_scores(logits[:1], 100.0)  # warm-up
-        reset_peak(device)
-        t = timed(lambda: awt_scores(logits, 100.0), device, repeat=args.repeat)
-        entry = {"ms_per_image": 1000 * t / n, "images": n, "peak_mb": peak_mb(device)}
-        t = timed(lambda: awt_scores_from_features(img, txt, 100.0), device, repeat=args.repeat)
-        entry["from_features_ms_per_image"] = 1000 * t / n
-        if device.type == "cpu" and classes >= 10000 and not args.skip_memory:
-            before, after = scorer_memory_subprocess(classes, views, prompts, dim, 1)
-            entry["process_peak_rss_mb"], entry["inputs_rss_mb"] = after, before
+        entry = {"images": n}
+        load = OtherLoad()
+
+        m = n if classes < 10000 else 1       # from logits: (images, views, prompts, classes) in memory
+        logits = logits_of(img[:m], txt)
+        if classes < 10000:
+            awt_scores(logits[:1], 100.0)     # warm-ups
+            if legacy is not None:
+                legacy.awt_scores(logits[:1], 100.0)
+        if legacy is not None:
+            t_old, t = timed_pair(lambda: legacy.awt_scores(logits, 100.0), lambda: awt_scores(logits, 100.0), device,
+                                  args.repeat)
+            entry["legacy_ms_per_image"] = 1000 * t_old / m
+        else:
+            t = timed(lambda: awt_scores(logits, 100.0), device, args.repeat)
+        entry["ms_per_image"] = 1000 * t / m
         if classes <= 1000 and not args.skip_reference:
             m = min(n, 2)
             t_ref = timed(lambda: [paper_awt_scores_single(logits[i], 100.0) for i in range(m)], device)
@@ -165,48 +297,126 @@ def bench_scorer(device, classes_list, views, prompts, dim, batch, args) -> dict
             entry["same_argmax_as_reference"] = bool((ours.argmax(1) == ref.argmax(1)).all())
             # from embeddings, as the classifier scores (float16 GEMM operands on CUDA), against
             # the literal loop in float32 on the CPU
-            cpu_logits = 100.0 * torch.einsum("bvd,cpd->bvpc", img[:m].cpu(), txt.cpu())
+            cpu_logits = logits_of(img[:m].cpu(), txt.cpu())
             ref = torch.stack([paper_awt_scores_single(cpu_logits[i], 100.0) for i in range(m)])
             ours = awt_scores_from_features(img[:m], txt, 100.0).cpu()
             entry["from_features_max_abs_diff_vs_cpu_reference"] = float((ours - ref).abs().max())
             entry["from_features_same_argmax"] = bool((ours.argmax(1) == ref.argmax(1)).all())
         del logits
+
+        # from features, the classifier's path; the scorer before first, so that its peak does not
+        # count the buffer this one keeps for its next call
+        def old():
+            return legacy.awt_scores_from_features(img, txt, 100.0)
+
+        def new():
+            return awt_scores_from_features(img, txt, 100.0)
+
+        if legacy is not None:
+            t_old, entry["legacy_peak_mb"] = timed_peak(old, device, 1)
+        t, entry["peak_mb"] = timed_peak(new, device, 1)            # the first call makes the scorer's buffer
+        if legacy is not None:
+            t_old, t = timed_pair(old, new, device, args.repeat)
+            entry["legacy_from_features_ms_per_image"] = 1000 * t_old / n
+            entry["max_abs_diff_vs_legacy"] = float((new() - old()).abs().max())
+        else:
+            t = timed(new, device, args.repeat)
+        entry["from_features_ms_per_image"] = 1000 * t / n
+        sol = solve(awt_problem(img[:1], txt, 100.0))
+        entry["iterations"], entry["windows"] = int(sol.iterations[0]), sol.windows
+        del sol
+        if encode_s:
+            entry["from_features_over_encode"] = entry["from_features_ms_per_image"] / 1000 / encode_s
+            if legacy is not None:
+                entry["legacy_from_features_over_encode"] = entry["legacy_from_features_ms_per_image"] / 1000 / encode_s
+        if machine:
+            work = scorer_work(classes, views, prompts, dim, n, entry["iterations"], entry["windows"])
+            bound_ms = 1000 * max(work["gflop"] / machine["gflops"], work["gb"] / machine["read_gb_per_s"])
+            entry["roofline"] = {**work, "bound_ms_per_image": bound_ms,
+                                 "gflop_per_s": work["gflop"] / entry["from_features_ms_per_image"] * 1000,
+                                 "fraction": bound_ms / entry["from_features_ms_per_image"]}
+        entry["other_cpus"] = load.cpus()
+        if device.type == "cpu" and classes >= 10000 and not args.skip_memory:
+            before, after = scorer_memory_subprocess(classes, views, prompts, dim, n)
+            entry["process_peak_rss_mb"], entry["inputs_rss_mb"] = after, before
+            if legacy is not None:
+                entry["legacy_process_peak_rss_mb"] = scorer_memory_subprocess(classes, views, prompts, dim, n,
+                                                                               args.legacy_commit)[1]
+        del txt, img
         out[str(classes)] = entry
-        print(f"  scorer  {classes:>6} classes: {entry['ms_per_image']:9.2f} ms/image from logits, "
-              f"{entry['from_features_ms_per_image']:.2f} from features"
-              + (f"   (literal loop {entry['reference_loop_ms_per_image']:.1f} ms/image, "
-                 f"{entry['speedup_vs_reference_loop']:.1f}x, max diff {entry['max_abs_diff_vs_reference']:.2e}; "
-                 f"from features vs CPU loop {entry['from_features_max_abs_diff_vs_cpu_reference']:.2e})"
-                 if "reference_loop_ms_per_image" in entry else "")
-              + (f"   process peak RSS {entry['process_peak_rss_mb']:.0f} MiB ({entry['inputs_rss_mb']:.0f} MiB before scoring)"
-                 if "process_peak_rss_mb" in entry else ""),
-              flush=True)
+        _print_scorer(classes, entry)
     return out
 
 
-def bench_solvers(device, classes, views, prompts, batch, repeat) -> dict:
-    """Our grouped Sinkhorn against POT's batched solver on the same kernels, fixed iteration count."""
+def _print_scorer(classes: int, e: dict) -> None:
+    def vs_legacy(key: str) -> str:
+        old = e.get(f"legacy_{key}")
+        return f" (before {old:.2f}: {old / e[key]:.1f}x)" if old else ""
+
+    line = (f"  scorer  {classes:>6} classes: from features {e['from_features_ms_per_image']:9.2f} ms/image"
+            f"{vs_legacy('from_features_ms_per_image')}, {e['images']} per call")
+    if "from_features_over_encode" in e:
+        line += f"; of encode-only {e['from_features_over_encode']:.4f}" + (
+            f" (before {e['legacy_from_features_over_encode']:.4f})" if "legacy_from_features_over_encode" in e else "")
+    line += f"\n          from logits {e['ms_per_image']:9.2f} ms/image{vs_legacy('ms_per_image')}"
+    line += f"; peak memory {e['peak_mb']:.0f} MiB" + (f" (before {e['legacy_peak_mb']:.0f})" if "legacy_peak_mb" in e else "")
+    line += f"; Sinkhorn {e['iterations']} iterations in {e['windows']} window(s)"
+    if "max_abs_diff_vs_legacy" in e:
+        line += f"; max |new - before| {e['max_abs_diff_vs_legacy']:.1e}"
+    if "roofline" in e:
+        r = e["roofline"]
+        line += (f"\n          roofline: {r['gflop']:.2f} GFLOP and {r['gb']:.3f} GB per image, bound "
+                 f"{r['bound_ms_per_image']:.2f} ms/image; reached {r['fraction']:.2f} ({r['gflop_per_s']:.0f} GFLOP/s)")
+    if "reference_loop_ms_per_image" in e:
+        line += (f"\n          literal loop {e['reference_loop_ms_per_image']:.1f} ms/image "
+                 f"({e['speedup_vs_reference_loop']:.1f}x), max diff {e['max_abs_diff_vs_reference']:.2e}; "
+                 f"from features vs CPU loop {e['from_features_max_abs_diff_vs_cpu_reference']:.2e}")
+    if "process_peak_rss_mb" in e:
+        line += (f"\n          fresh process peak RSS {e['process_peak_rss_mb']:.0f} MiB ({e['inputs_rss_mb']:.0f} MiB before scoring"
+                 + (f"; before {e['legacy_process_peak_rss_mb']:.0f} MiB" if "legacy_process_peak_rss_mb" in e else "") + ")")
+    line += f"\n          other processes kept {e['other_cpus']:.2f} CPUs busy meanwhile"
+    print(line, flush=True)
+
+
+def bench_solvers(device, classes, views, prompts, batch, repeat, legacy=None) -> dict:
+    """Our grouped Sinkhorn against POT's batched solver on the same kernels, float32, 100
+    iterations (tol 0: neither stops early): ``ot.solve_batch`` from the cost (as the issue
+    counts it, the kernel's exponential included) and ``ot.batch``'s own Sinkhorn loop,
+    ``bregman_projection_batch``, on the very same kernel."""
     import ot
+    from ot.batch._utils import bregman_projection_batch
 
     g = torch.Generator().manual_seed(0)
     cost = (0.75 + 0.05 * torch.randn(batch * classes, views, prompts, generator=g)).to(device)
     a = torch.full((batch * classes, views), 1.0 / views, device=device)
     b = torch.full((batch * classes, prompts), 1.0 / prompts, device=device)
     kernel = torch.exp(-cost / 0.1)
-    iters = 100
-    t_ours = timed(lambda: sinkhorn(kernel.view(batch, classes, views, prompts), a.view(batch, classes, views),
-                                    b.view(batch, classes, prompts), max_iter=iters, tol=0.0), device, repeat)
-    t_pot = timed(lambda: ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn",
-                                         reg_type="entropy", grad="detach"), device, repeat)
+    iters, repeat = 100, max(5, repeat)
+    args4 = (kernel.view(batch, classes, views, prompts), a.view(batch, classes, views), b.view(batch, classes, prompts))
+    load = OtherLoad()
+    t_ours, t_pot = timed_pair(lambda: sinkhorn(*args4, max_iter=iters, tol=0.0),
+                               lambda: ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn",
+                                                      reg_type="entropy", grad="detach"), device, repeat)
+    t_bregman = timed(lambda: bregman_projection_batch(kernel, a, b, max_iter=iters, tol=0.0), device, repeat)
     u, v, _ = sinkhorn(kernel[:, None], a[:, None], b[:, None], max_iter=iters, tol=0.0)
     plan = u[:, 0, :, None] * kernel * v[:, 0, None, :]
-    pot_plan = ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn", reg_type="entropy",
-                              grad="detach").plan
-    res = {"problems": batch * classes, "iterations": iters, "awt_ms": 1000 * t_ours, "pot_solve_batch_ms": 1000 * t_pot,
-           "pot_over_awt": t_pot / t_ours, "max_plan_diff": float((plan - torch.as_tensor(pot_plan)).abs().max())}
-    print(f"  solver  {batch * classes} problems {views}x{prompts}, {iters} iterations: awt {res['awt_ms']:.1f} ms, "
-          f"POT solve_batch {res['pot_solve_batch_ms']:.1f} ms ({res['pot_over_awt']:.2f}x), max plan diff {res['max_plan_diff']:.1e}",
-          flush=True)
+    pot = ot.solve_batch(cost, reg=0.1, a=a, b=b, max_iter=iters, tol=0.0, method="sinkhorn", reg_type="entropy",
+                         grad="detach")
+    res = {"problems": batch * classes, "iterations": iters, "pot_iterations": int(pot.log["n_iter"]) + 1,
+           "pot_version": ot.__version__, "dtype": str(kernel.dtype), "awt_ms": 1000 * t_ours,
+           "pot_solve_batch_ms": 1000 * t_pot, "pot_bregman_ms": 1000 * t_bregman,
+           "pot_over_awt": t_pot / t_ours, "pot_bregman_over_awt": t_bregman / t_ours,
+           "max_plan_diff": float((plan - torch.as_tensor(pot.plan)).abs().max())}
+    if legacy is not None:
+        t_old = timed(lambda: legacy.sinkhorn(*args4, max_iter=iters, tol=0.0), device, repeat)
+        res["legacy_awt_ms"], res["pot_over_legacy"] = 1000 * t_old, t_pot / t_old
+    res["other_cpus"] = load.cpus()
+    print(f"  solver  {batch * classes} problems {views}x{prompts}, {iters} iterations, float32: awt {res['awt_ms']:.1f} ms"
+          + (f" (before {res['legacy_awt_ms']:.1f})" if legacy is not None else "")
+          + f"; POT {ot.__version__} solve_batch {res['pot_solve_batch_ms']:.1f} ms ({res['pot_over_awt']:.2f}x ours"
+          + (f", before {res['pot_over_legacy']:.2f}x" if legacy is not None else "")
+          + f"), its Sinkhorn loop on the same kernel {res['pot_bregman_ms']:.1f} ms ({res['pot_bregman_over_awt']:.2f}x); "
+          f"max plan diff {res['max_plan_diff']:.1e}; other processes kept {res['other_cpus']:.2f} CPUs busy", flush=True)
     return res
 
 
@@ -290,6 +500,8 @@ def main() -> None:
     p.add_argument("--scorer-classes", default="100,1000,20000")
     p.add_argument("--scorer-batch", type=int, default=None, help="images per scorer call (default: 8 on CPU, 64 on GPU)")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--legacy-commit", default=LEGACY_COMMIT,
+                   help="git commit whose scorer is timed beside this one ('none': skip)")
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -352,13 +564,16 @@ def main() -> None:
     # (a) the encoder alone on ready-made view tensors
     h, w = backbone.image_size
     pixels = torch.randn(batch_size * views, 3, h, w, device=device).to(backbone.input_dtype)
-    backbone.encode_images(pixels[: views])  # warm-up
+    backbone.encode_images(pixels)  # warm-up: a whole batch, so that its activations are not first touched in the timing
     n_batches = max(1, len(files) // batch_size)
     reset_peak(device)
+    load = OtherLoad()
     t_enc = timed(lambda: [backbone.encode_images(pixels) for _ in range(n_batches)], device, args.repeat)
     result["encode_images_per_s"] = n_batches * batch_size / t_enc
     result["encode_peak_mb"] = peak_mb(device)
-    print(f"  encode  {result['encode_images_per_s']:9.3f} images/s ({views} views each)", flush=True)
+    result["encode_other_cpus"] = load.cpus()
+    print(f"  encode  {result['encode_images_per_s']:9.3f} images/s ({views} views each; other processes kept "
+          f"{result['encode_other_cpus']:.2f} CPUs busy meanwhile)", flush=True)
 
     # (b) full AWT, end to end from files. Loader workers start on the first call with them and
     # are kept (like the model, a one-off cost): that first pass is reported apart, as "cold".
@@ -387,18 +602,28 @@ def main() -> None:
         result["awt_over_naive"] = result["awt_images_per_s"] / result["naive_images_per_s"]
         print(f"  naive   {result['naive_images_per_s']:9.3f} images/s; awt is {result['awt_over_naive']:.1f}x faster", flush=True)
 
-    # (d) the scorer alone, and our solver against POT's
+    # (d) the scorer alone (before and after issue 26), its roofline, and our solver against POT's
+    del clf, backbone, pixels   # the prompt features of 20,000 classes need the room
+    release_memory()
+    legacy = None if args.legacy_commit in ("", "none") else legacy_scorer(args.legacy_commit)
+    result["legacy_commit"] = args.legacy_commit if legacy is not None else None
+    machine = probe_machine(device, args.repeat)
+    result["machine"] = machine
+    print(f"  machine {machine['gflops']:.0f} GFLOP/s (float32 GEMM), {machine['read_gb_per_s']:.1f} GB/s (read)"
+          + ("" if legacy is not None else f"; no scorer at {args.legacy_commit} to compare with"), flush=True)
     scorer_batch = args.scorer_batch or (64 if on_gpu else 8)
     classes_list = [int(c) for c in args.scorer_classes.split(",") if c]
-    scorer = bench_scorer(device, classes_list, views, prompts, dim, scorer_batch, args)
+    scorer = bench_scorer(device, classes_list, views, prompts, dim, scorer_batch, args, legacy,
+                          1 / result["encode_images_per_s"], machine)
     result["scorer"] = scorer
     result["scorer_ms_per_image"] = {k: v["ms_per_image"] for k, v in scorer.items()}
     try:
-        result["solvers"] = bench_solvers(device, 1000 if on_gpu else 200, views, prompts, 4 if on_gpu else 1, args.repeat)
+        result["solvers"] = bench_solvers(device, 1000 if on_gpu else 200, views, prompts, 4 if on_gpu else 1,
+                                          args.repeat, legacy)
     except RuntimeError as e:  # POT 0.9.7's solve_batch mixes devices with CUDA tensors
         print(f"  solver  POT solve_batch failed on {device}: {str(e).splitlines()[0]}; comparing on the CPU", flush=True)
         result["solvers"] = {"error_on_device": str(e).splitlines()[0],
-                             **bench_solvers(torch.device("cpu"), 200, views, prompts, 1, args.repeat)}
+                             **bench_solvers(torch.device("cpu"), 200, views, prompts, 1, args.repeat, legacy)}
     result["methods"] = bench_methods(device, args.method_classes, views, args.descriptions, dim, scorer_batch,
                                       args.repeat)
     result["methods_ms_per_image"] = {k: v["ms_per_image"] for k, v in result["methods"].items()}

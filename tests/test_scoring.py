@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from numpy.testing import assert_allclose
 
 from awt import awt_scores, awt_scores_from_features, sinkhorn
-from awt.reference import paper_awt_scores
-from awt.scoring import AWTConfig, clip_scores, ensemble_scores
+from awt.reference import paper_awt_scores, paper_awt_single, paper_sinkhorn_iterations
+from awt.scoring import (AWTConfig, awt_explain, awt_marginals, awt_problem, awt_problem_from_logits, clip_scores,
+                         ensemble_scores, solve, transport_scores)
+from awt.transport import Solution
 from awt.weighting import prompt_entropies, softmax_entropy
 
 
@@ -164,7 +166,7 @@ def test_prompt_mask_equals_ragged_literal_computation():
 
 def test_uniform_weights_ablation_uses_uniform_marginals():
     logits = random_logits(2, 5, 4, 3)
-    scores = awt_scores(logits, 100.0, uniform_weights=True)
+    scores = awt_scores(logits, 100.0, uniform=True)
     assert not torch.allclose(scores, awt_scores(logits, 100.0))
     z = logits[0, :, :, 0]
     kernel = torch.exp(-(1 - z / 100) / 0.1)
@@ -183,3 +185,158 @@ def test_baselines():
 def test_config_defaults_are_the_papers():
     c = AWTConfig()
     assert (c.image_temperature, c.text_temperature, c.epsilon, c.max_iter, c.tol) == (0.5, 0.5, 0.1, 100, 1e-2)
+
+
+# -- the split scorer: problem, solve, score, and the plan explain reads ---------------------------
+
+
+def wide_logits(batch, views, prompts, classes, seed):
+    """Cosines spread over [-1, 1]: images stop after different numbers of iterations."""
+    g = torch.Generator().manual_seed(seed)
+    spread = torch.linspace(0.2, 1.0, batch)[:, None, None, None]
+    return 100.0 * (torch.rand(batch, views, prompts, classes, generator=g) * 2 - 1) * spread
+
+
+@pytest.mark.parametrize("shape", [(4, 9, 5, 30), (3, 5, 12, 7), (2, 51, 51, 40)])
+def test_each_image_runs_the_references_iterations(shape):
+    logits = wide_logits(*shape, seed=sum(shape))
+    problem = awt_problem_from_logits(logits, 100.0)
+    for window in (None, 1, 4):   # when the host looks does not change when an image stops
+        iterations = solve(problem, window=window).iterations.tolist()
+        assert iterations == [paper_awt_single(x, 100.0).iterations for x in logits]
+    assert len(set(iterations)) > 1 or shape[1] == 51
+
+
+def test_plan_equals_the_references_plan_where_views_differ_from_prompts():
+    image, text = clip_like_features(3, 7, 5, 12, seed=11)
+    logits = 100.0 * torch.einsum("bvd,cpd->bvpc", image, text)
+    chosen = torch.tensor([[0, 5, 11], [3, 3, 7], [11, 2, 9]])
+    ex = awt_explain(image, text, None, 100.0, AWTConfig(), chosen)
+    assert ex.plan.shape == (3, 3, 7, 5) and ex.b.shape == (3, 3, 5) and ex.a.shape == (3, 7)
+    assert_allclose(ex.score.numpy(), awt_scores_from_features(image, text, 100.0).gather(1, chosen).numpy(), atol=1e-5)
+    for i in range(3):
+        ref = paper_awt_single(logits[i], 100.0)
+        assert int(ex.iterations[i]) == ref.iterations
+        assert_allclose(ex.plan[i].numpy(), ref.plan[chosen[i]].numpy(), atol=1e-7, rtol=1e-4)
+        assert_allclose(ex.a[i].numpy(), ref.a.numpy(), atol=1e-6)
+        assert_allclose(ex.b[i].numpy(), ref.b[chosen[i]].numpy(), atol=1e-6)
+        assert_allclose(ex.score[i].numpy(), ref.scores[chosen[i]].numpy(), atol=1e-4)
+    # the splits of the score over views and over prompts
+    assert_allclose(ex.view_scores.sum(-1).numpy(), ex.score.numpy(), atol=1e-4)
+    assert_allclose(ex.prompt_scores.sum(-1).numpy(), ex.score.numpy(), atol=1e-4)
+    assert_allclose(ex.plan.sum(-2).numpy(), ex.b.numpy(), atol=1e-6)          # a column update came last
+    assert_allclose(ex.cosine.numpy(), torch.einsum("bvd,bkpd->bkvp", image, text[chosen]).numpy(), atol=1e-5)
+
+
+def test_explain_with_ragged_prompts_reads_the_scored_plan():
+    image, text = clip_like_features(2, 6, 5, 4, seed=9)
+    counts = [5, 3, 5, 2]
+    mask = torch.arange(5)[None, :] < torch.tensor(counts)[:, None]
+    text = text * mask[..., None]
+    ex = awt_explain(image, text, mask, 100.0, AWTConfig(), [1, 3])
+    scores = awt_scores_from_features(image, text, 100.0, prompt_mask=mask)
+    assert_allclose(ex.score.numpy(), scores[:, [1, 3]].numpy(), atol=1e-5)
+    assert (ex.plan[:, 0, :, 3:] == 0).all() and (ex.plan[:, 1, :, 2:] == 0).all()   # padding gets no mass
+    assert (ex.b[:, 1, 2:] == 0).all()
+    # the plan is the literal Sinkhorn's on the same marginals, stopped by the mean over all 4 classes
+    logits = 100.0 * torch.einsum("bvd,cpd->bvpc", image, text)
+    real = logits * mask.T
+    a, b = awt_marginals(real.sum(2) / mask.sum(1), logits[:, 0], AWTConfig(), mask)
+    for i in range(2):
+        kernel = torch.exp((logits[i].permute(2, 0, 1) / 100.0 - 1) / 0.1)
+        plan, iterations = paper_sinkhorn_iterations(kernel, a[i].expand(4, 6), b[i].T)
+        assert iterations == int(ex.iterations[i])
+        assert_allclose(ex.plan[i].numpy(), plan[[1, 3]].numpy(), atol=1e-7, rtol=1e-4)
+
+
+def test_uniform_weights_are_an_argument_of_the_method():
+    from awt.bench.config import config_keys
+    from awt.methods import get_method, score
+
+    assert config_keys(AWTConfig) == ("image_temperature", "text_temperature", "epsilon", "max_iter", "tol")
+    image, text = clip_like_features(2, 5, 4, 6, seed=3)
+    logits = 100.0 * torch.einsum("bvd,cpd->bvpc", image, text)
+    ex = awt_explain(image, text, None, 100.0, AWTConfig(), [0], uniform=True)
+    assert_allclose(ex.a.numpy(), np.full((2, 5), 0.2), atol=1e-7)
+    assert_allclose(ex.b.numpy(), np.full((2, 1, 4), 0.25), atol=1e-7)
+    registry = score(get_method("awt-uniform"), image, text, None, 100.0)
+    ref = torch.stack([paper_awt_single(x, 100.0, uniform_weights=True).scores for x in logits])
+    assert_allclose(registry.numpy(), ref.numpy(), atol=1e-4)
+    assert_allclose(awt_scores(logits, 100.0, uniform=True).numpy(), ref.numpy(), atol=1e-4)
+
+
+def test_score_is_the_plans_whether_the_solver_kept_its_cost_or_not():
+    image, text = clip_like_features(3, 8, 6, 20, seed=4)
+    problem = awt_problem(image, text, 100.0, class_chunk=7)
+    sol = solve(problem, block=5)
+    plan = sol.u[..., :, None] * problem.kernel() * sol.v[..., None, :]
+    direct = 100.0 * (plan * problem.cosines()).sum((-1, -2))
+    assert_allclose(transport_scores(problem, sol).numpy(), direct.numpy(), atol=1e-4)
+    recomputed = transport_scores(problem, Solution(sol.u, sol.v, sol.iterations))
+    assert_allclose(recomputed.numpy(), direct.numpy(), atol=1e-4)
+    # the logits path builds the same problem
+    logits = 100.0 * torch.einsum("bvd,cpd->bvpc", image, text)
+    other = awt_problem_from_logits(logits, 100.0)
+    assert_allclose(other.scaled_cosines.numpy(), problem.scaled_cosines.numpy(), atol=1e-4)
+    assert_allclose(other.b.numpy(), problem.b.numpy(), atol=1e-6)
+
+
+def test_authors_awt_code_transcribed():
+    """AWT_zero_shot/evaluate.py of the authors (get_entropy_weight, Sinkhorn, optimal_transport),
+    restated for one image on the CPU in float32, against the batched scorer."""
+    def entropy(x):
+        return -(x.softmax(-1) * x.log_softmax(-1)).sum(-1)
+
+    def authors(output, scale):                      # output: (views, prompts, classes) logits
+        image_w = torch.softmax(-entropy(output.mean(1)) / 0.5, -1)
+        n_des, n_cls = output.shape[1:]
+        anchor = output[0].mean(0)[None, None, :].repeat(n_des, n_cls, 1)
+        anchor.scatter_(2, torch.arange(n_cls)[None, :, None].repeat(n_des, 1, 1), output[0].unsqueeze(-1))
+        text_w = torch.softmax(-entropy(anchor).t() / 0.5, -1)
+        kk = torch.exp(-(1.0 - output.permute(2, 0, 1) / scale) / 0.1)
+        r, c = torch.ones_like(image_w), torch.ones_like(text_w)
+        for _ in range(100):
+            r0 = r
+            r = image_w / torch.matmul(kk, c.unsqueeze(-1)).squeeze(-1)
+            c = text_w / torch.matmul(kk.permute(0, 2, 1).contiguous(), r.unsqueeze(-1)).squeeze(-1)
+            if (r - r0).abs().mean().item() < 1e-2:
+                break
+        plan = torch.matmul(r.unsqueeze(-1), c.unsqueeze(-2)) * kk
+        return (plan.permute(1, 2, 0) * output).sum((0, 1))
+
+    image, text = clip_like_features(3, 11, 6, 25, seed=8)
+    logits = 100.0 * torch.einsum("bvd,cpd->bvpc", image, text)
+    theirs = torch.stack([authors(x, 100.0) for x in logits])
+    ours = awt_scores_from_features(image, text, 100.0)
+    assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4)
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+def test_accelerator_layout_and_torch_windows_give_the_same_scores(monkeypatch):
+    """The paths a GPU takes (classes-major kernel, windows in torch), run here on the CPU."""
+    import awt.scoring as scoring
+    import awt.transport as transport
+
+    image, text = clip_like_features(3, 9, 7, 15, seed=6)
+    logits = wide_logits(3, 9, 7, 15, seed=2)
+    cpu = (awt_scores_from_features(image, text, 100.0), awt_scores(logits, 100.0))
+    iterations = solve(awt_problem_from_logits(logits, 100.0)).iterations
+    monkeypatch.setattr(scoring, "_VIEWS_MAJOR_DEVICES", set())
+    monkeypatch.setattr(transport, "_NUMPY_DEVICES", set())
+    problem = awt_problem(image, text, 100.0)
+    assert problem.scaled_cosines.is_contiguous()               # (batch, classes, views, prompts)
+    assert_allclose(awt_scores_from_features(image, text, 100.0).numpy(), cpu[0].numpy(), atol=1e-4)
+    assert_allclose(awt_scores(logits, 100.0).numpy(), cpu[1].numpy(), atol=1e-4)
+    assert torch.equal(solve(awt_problem_from_logits(logits, 100.0)).iterations, iterations)
+
+
+def test_scorer_buffer_serves_calls_in_and_out_of_inference_mode(monkeypatch):
+    import awt.scoring as scoring
+
+    monkeypatch.setattr(scoring._WORKSPACE, "buffer", None)     # made by the first call, in inference mode
+    image, text = clip_like_features(2, 5, 4, 6, seed=1)
+    with torch.inference_mode():
+        inside = awt_scores_from_features(image, text, 100.0)
+    assert torch.equal(awt_scores_from_features(image, text, 100.0), inside)
+    with torch.inference_mode():
+        assert torch.equal(awt_scores_from_features(image, text, 100.0), inside)
