@@ -23,6 +23,7 @@ import torch
 from . import defaults
 from .augment import pack_views
 from .errors import AWTError
+from .images import find_images
 from .loading import HostBatch
 from .video_sampling import (SEEK_MARGIN, VideoSampling, counted_indices, crop_boxes, indexed_windows, scaled_size,
                              window_positions)
@@ -42,32 +43,8 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 def find_videos(inputs: Sequence[str | os.PathLike]) -> list[str]:
     """Expand directories (recursively, sorted, links to directories not followed) into their video
-    files (regular files, or links to them, with a video extension); other inputs are kept as given,
-    to fail with their reason when read (see :func:`sample_video`)."""
-    found: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            _walk(os.fspath(item), found)
-        else:
-            found.append(os.fspath(item))
-    return found
-
-
-def _walk(directory: str, found: list[str]) -> None:
-    try:
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError:
-        found.append(directory)  # reading it says why it cannot be read
-        return
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                _walk(entry.path, found)
-            elif is_video_path(entry.name) and (not os.path.exists(entry.path) or entry.is_file()):
-                found.append(entry.path)  # a broken link is kept, to be reported
-        except OSError:
-            found.append(entry.path)
+    files; other inputs are kept as given, to fail with their reason when read (see :func:`sample_video`)."""
+    return find_images(inputs, VIDEO_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -131,7 +108,9 @@ def _stream(container, path: str, max_pixels: int | None) -> av.video.stream.Vid
     stream = container.streams.video[0]
     width, height = stream.codec_context.width, stream.codec_context.height
     if max_pixels is not None and width * height > max_pixels:
-        raise VideoError(f"{path}: {width} x {height} pixels per frame is more than the limit of {max_pixels:,} pixels")
+        raise VideoError(f"{path}: {width} x {height} pixels per frame is more than the limit of {max_pixels:,} pixels",
+                         setting="max_pixels", kind="limit", hint="raise the limit with {max_pixels}",
+                         pixels=width * height, limit=max_pixels)
     if not (stream.average_rate or stream.guessed_rate):
         raise VideoError(f"{path}: the video stream has no frame rate")
     return stream
