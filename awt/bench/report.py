@@ -305,7 +305,9 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
         for r in records))
     over = {len(g["_records"]) for g in seed_groups(records)}
     seeds = f" (mean ± std over {', '.join(map(str, sorted(over)))} seeds)" if over else ""
-    ax.set_title(f"{', '.join(backbones)}: top-1 at N={views_list[0]}, M={m_list[0]}{seeds}", fontsize=9)
+    at = (f"{only_videos.frames}x{only_videos.crops}x{only_videos.clips} views" if only_videos
+          else f"N={views_list[0]}")
+    ax.set_title(f"{', '.join(backbones)}: top-1 at {at}, M={m_list[0]}{seeds}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylim(bottom=0)
     ax.margins(y=0.12)
