@@ -5,7 +5,8 @@ Decoding uses PyAV (FFmpeg, carried by its wheels). Only the sampled clips are d
 seeks to each clip's window and stops after it, and of the frames it passes only the sampled ones
 are converted to RGB and scaled (short side to the crop size) at once, so memory does not grow with
 the video's length. A stream without a frame count (mkv, webm) is counted from its packets first
-(demuxing, no decoding).
+(demuxing, no decoding). Frames are turned upright by the stream's rotation metadata, and a video
+gets :data:`DECODE_SECONDS` of demuxing and decoding at most.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import math
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -130,10 +133,28 @@ def _is_indexed(stream) -> bool:
     return bool(stream.frames and stream.frames > 0 and stream.duration and stream.duration > 0)
 
 
+# Seconds of demuxing and decoding one video may take: past them, a damaged or pathological file
+# whose decoder crawls is that video's error, not a stalled run (checked between packets and frames).
+DECODE_SECONDS = 300.0
+_clock = threading.local()
+
+
+class _TooSlow(Exception):
+    """The video's time (:data:`DECODE_SECONDS`) ran out."""
+
+
+def _in_time(items: Iterable) -> Iterator:
+    """``items`` until the current video's time runs out (then :class:`_TooSlow`)."""
+    for item in items:
+        if time.monotonic() > getattr(_clock, "deadline", math.inf):
+            raise _TooSlow
+        yield item
+
+
 def _packet_times(container, stream) -> tuple[int, np.ndarray | None]:
     """Frame count of a stream from its packets, and their sorted timestamps (None if some lack one)."""
     stamps, missing = [], False
-    for packet in container.demux(stream):
+    for packet in _in_time(container.demux(stream)):
         if packet.size:
             missing |= packet.pts is None
             stamps.append(packet.pts)
@@ -146,6 +167,7 @@ def _packet_times(container, stream) -> tuple[int, np.ndarray | None]:
 def probe_video(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> VideoInfo:
     """Size, frame rate, frame count and duration of a video; raises VideoError with the reason."""
     path = os.fspath(path)
+    _clock.deadline = time.monotonic() + DECODE_SECONDS
     container = _open(path)
     with container:
         try:
@@ -155,12 +177,22 @@ def probe_video(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
             return _info(stream, _packet_times(container, stream)[0], False)
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: cannot read: {_reason(e)}") from None
+        except _TooSlow:
+            raise _too_slow(path) from None
+
+
+def _too_slow(path: str) -> VideoError:
+    return VideoError(f"{path}: decoding took longer than {DECODE_SECONDS:g} s, the limit per video (a damaged or "
+                      "pathological file?)", kind="limit", limit=DECODE_SECONDS)
 
 
 def _to_rgb(frame: av.VideoFrame, size: int) -> torch.Tensor:
-    """A decoded frame as (3, h, w) uint8, its shorter side scaled to ``size`` as the protocol does
-    (bilinear, no antialiasing; rounded to 8 bits)."""
-    array = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+    """A decoded frame as (3, h, w) uint8, turned as its display matrix says (a phone's rotation
+    metadata, as EXIF for a photo; Open-VCLIP ignores it), its shorter side scaled to ``size`` as the
+    protocol does (bilinear, no antialiasing; rounded to 8 bits)."""
+    stored = frame.to_ndarray(format="rgb24")
+    turns = round((frame.rotation or 0) / 90) % 4   # counterclockwise quarter turns, as FFmpeg displays it
+    array = torch.from_numpy(np.ascontiguousarray(np.rot90(stored, turns)) if turns else stored)
     h, w = scaled_size(array.shape[0], array.shape[1], size)
     if (h, w) == tuple(array.shape[:2]):
         return array.permute(2, 0, 1).contiguous()
@@ -184,7 +216,7 @@ def _frames(container, stream, next_needed) -> Iterator[av.VideoFrame]:
         sought, seek_to = target, 0 if from_start else max(int(target) - SEEK_MARGIN, 0)
         container.seek(seek_to, backward=True, any_frame=False, stream=stream)
         first, jumped = True, False
-        for frame in container.decode(stream):
+        for frame in _in_time(container.decode(stream)):
             if frame.pts is None:
                 raise _Fallback
             if first and frame.pts > target and seek_to > 0:
@@ -260,7 +292,7 @@ def _counted_clips(path: str, container, stream, stamps: np.ndarray | None, indi
                 break  # a wanted timestamp was passed without its frame
     else:
         container.seek(0, backward=True, any_frame=False, stream=stream)
-        for position, frame in enumerate(container.decode(stream)):
+        for position, frame in enumerate(_in_time(container.decode(stream))):
             if position in wanted:
                 kept[position] = (_to_rgb(frame, size), float(frame.time or 0.0))
             if position >= wanted[-1]:
@@ -277,6 +309,7 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
     """Decode the frames of a video's views, scaled to a shorter side of ``size``, with their crop
     boxes. Raises VideoError with the reason (one line)."""
     path = os.fspath(path)
+    _clock.deadline = time.monotonic() + DECODE_SECONDS
     container = _open(path)
     with container:
         try:
@@ -305,6 +338,8 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
             raise VideoError(f"{path}: cannot decode: {_reason(e)} (a truncated or corrupt video?)") from None
         except MemoryError:
             raise VideoError(f"{path}: out of memory while decoding") from None
+        except _TooSlow:
+            raise _too_slow(path) from None
     frames = [pixels for pixels, _ in picked]
     boxes = np.stack([crop_boxes(f.shape[1], f.shape[2], size, sampling.crops) for f in frames])
     times = np.array([t for _, t in picked]).reshape(sampling.clips, sampling.frames)

@@ -164,3 +164,36 @@ def test_the_video_loaders_workers_are_kept(inputs, tiny_backbone):
     again = clf.classify(inputs["paths"][::-1], batch_size=3, num_workers=2)
     assert loader.worker_pids() == pids                                       # the same processes
     assert [r.to_json() for r in again[::-1]] == [r.to_json() for r in first]
+
+
+def test_rotation_metadata_is_applied_and_decoding_has_a_time_limit(tmp_path, monkeypatch):
+    import av
+    import numpy as np
+    from video_files import frame_pixels, read_number
+
+    import awt.videos
+    from awt.videos import VideoError, probe_video, sample_video
+
+    # a phone's portrait video: landscape frames stored, and a display matrix turning them a quarter
+    # turn counterclockwise (FFmpeg's convention), as `ffmpeg` shows it
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.set_display_rotation(90)
+        for k in range(20):
+            upright = frame_pixels(k, 64, 96)                      # what the viewer sees: 64 wide, 96 high
+            stored = np.ascontiguousarray(np.rot90(upright, -1))   # a quarter turn back: 96 x 64
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    sampled = sample_video(path, SAMPLING, 64)
+    assert all(tuple(f.shape) == (3, 96, 64) for f in sampled.frames)     # portrait, as displayed
+    # upright: the frames of a video stored upright, picked by the same sampling
+    twin = sample_video(write_video(tmp_path / "upright.mp4", 20, 25, 64, 96), SAMPLING, 64)
+    assert [read_number(f.numpy()) for f in sampled.frames] == [read_number(f.numpy()) for f in twin.frames]
+    assert (probe_video(path).width, probe_video(path).height) == (96, 64)   # the header: as stored
+    monkeypatch.setattr(awt.videos, "DECODE_SECONDS", 0.0)
+    with pytest.raises(VideoError, match=r"portrait\.mp4: decoding took longer than 0 s, the limit per video"):
+        sample_video(path, SAMPLING, 64)
