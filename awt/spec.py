@@ -71,7 +71,7 @@ class ClassifierSpec:
     seed: int = defaults.SEED            # with each image's pixels, seeds its views
     awt: AWTConfig = AWTConfig()
     cache_dir: Path | None = field(default_factory=default_cache_dir)   # None: no prompt cache
-    decoding: Decoding = Decoding()      # how image files are read (awt.images.Decoding); max_pixels bounds video frames
+    decoding: Decoding = Decoding()      # how files are read (awt.images.Decoding); max_pixels bounds video frames
     video: VideoSampling = VideoSampling()   # which frame crops make a video's views (awt.video_sampling)
 
     def __post_init__(self) -> None:

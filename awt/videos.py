@@ -95,6 +95,8 @@ def _open(path: str) -> av.container.InputContainer:
     if not stat.S_ISREG(mode):  # opening a FIFO would wait for a writer
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
         raise VideoError(f"{path}: is {kind}, not a video file")
+    if os.stat(path).st_size == 0:
+        raise VideoError(f"{path}: an empty file (0 bytes), not a video")
     try:
         return av.open(path, mode="r")
     except av.error.InvalidDataError:

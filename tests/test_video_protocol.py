@@ -80,7 +80,8 @@ def build_video_miniature(root: Path, descriptions: Path) -> None:
         folder = name.replace(" ", "_")
         for split in (1, 2, 3):
             lines = [f"{folder}_v{k}.avi {2 if k == split - 1 else 1} " for k in range(3)]
-            (hmdb / "testTrainMulti_7030_splits" / f"{folder}_test_split{split}.txt").write_text("\n".join(lines) + "\n")
+            split_file = hmdb / "testTrainMulti_7030_splits" / f"{folder}_test_split{split}.txt"
+            split_file.write_text("\n".join(lines) + "\n")
         for k in range(3):
             _place(avi, c + k, hmdb / "hmdb51_org" / folder / f"{folder}_v{k}.avi")
     # Kinetics-600: val/<class, '_' for spaces>/<youtube id>_<start>_<end>.mp4, the 217 classes of the three splits

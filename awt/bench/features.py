@@ -51,7 +51,8 @@ def feature_file(cache_dir: str | Path, backbone, paths: Sequence[str], views: i
                  decoding: Decoding = Decoding(), video: VideoSampling | None = None) -> Path:
     """Where the finished feature set of ``paths`` under ``backbone`` is kept."""
     crop = crop_size(backbone.image_size) if video is not None else None
-    return Path(cache_dir) / "features" / f"{feature_key(backbone.fingerprint, paths, views, seed, decoding, video, crop)}.pt"
+    key = feature_key(backbone.fingerprint, paths, views, seed, decoding, video, crop)
+    return Path(cache_dir) / "features" / f"{key}.pt"
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -147,8 +148,9 @@ def compute_features(
 ) -> FeatureSet:
     """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts).
 
-    ``video``: the paths are videos, whose views are the frame crops it samples (:func:`awt.video_views.encode_videos`):
-    ``views`` is then ``video.views - 1`` (every view) or 0 (view 0 alone), and ``seed`` changes nothing.
+    ``video``: the paths are videos, whose views are the frame crops it samples
+    (:func:`awt.video_views.encode_videos`): ``views`` is then ``video.views - 1`` (every view) or 0
+    (view 0 alone), and ``seed`` changes nothing.
 
     Under several ranks (:mod:`awt.distributed`), rank 0 says what is left to encode, each rank
     encodes its share into its own parts, and rank 0 assembles the set once every share is on disk;
