@@ -6,6 +6,7 @@ a method that reads view 0 reads the video's view 0; the video loader's workers 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -197,3 +198,20 @@ def test_rotation_metadata_is_applied_and_decoding_has_a_time_limit(tmp_path, mo
     monkeypatch.setattr(awt.videos, "DECODE_SECONDS", 0.0)
     with pytest.raises(VideoError, match=r"portrait\.mp4: decoding took longer than 0 s, the limit per video"):
         sample_video(path, SAMPLING, 64)
+
+
+def test_every_method_of_the_registry_classifies_videos(inputs, tiny_backbone):
+    from awt.methods import METHODS
+
+    descriptions = {n: [f"a {n} in a video.", f"someone near a {n}."] for n in CLASSES}
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(CLASSES, descriptions=descriptions, descriptions_per_class=2,
+                                                      views=2, video=SAMPLING, cache_dir=None))
+    items = [inputs["paths"][1], inputs["paths"][0], inputs["paths"][4]]   # a video, a photo, a video
+    (full,) = [b.features for b in clf.iter_image_features(items[:1], num_workers=0)]
+    for name, method in METHODS.items():
+        results = clf.classify(items, method=name, top_k=4, num_workers=0)
+        assert [r.image for r in results] == items and all(r.error is None for r in results), name
+        assert all(len(r.predictions) == 4 and all(math.isfinite(p.score) for p in r.predictions) for r in results)
+        classes = clf.classes_for(name)
+        expected = score(name, full, classes.features, classes.mask, clf.logit_scale)[0]
+        assert [p.index for p in results[0].predictions] == expected.argsort(descending=True).tolist(), name
