@@ -3,6 +3,7 @@
 >>> import awt
 >>> clf = awt.AWTClassifier.from_pretrained(["cat", "dog"], model="ViT-B-32", pretrained="openai")
 >>> clf.classify(["photo.jpg"])[0].predictions[0].name
+>>> clf.classify(["clip.mp4"])[0].predictions[0].name      # videos too: 8 frames x 3 crops x 4 clips
 
 Names are imported lazily, so ``import awt`` (and ``awt describe``) does not pay for torch.
 """
@@ -22,6 +23,8 @@ _EXPORTS = {
     "resolve_device": "backbones",
     "AWTError": "errors", "DescriptionsError": "errors",
     "encode_views": "views", "ViewFeatures": "views", "Decoding": "images",
+    "encode_inputs": "inputs", "find_inputs": "inputs", "encode_videos": "video_views",
+    "VideoSampling": "video_sampling",
     "build_prompts": "prompt_sets", "PromptSet": "prompt_sets", "encode_prompts": "prompts", "encode_classes": "prompts",
     "ClassPrompts": "prompts",
     "read_class_file": "classes",

@@ -1,9 +1,9 @@
-"""The classifier: a backbone and a class set, scoring images with AWT or any registered method.
+"""The classifier: a backbone and a class set, scoring images and videos with AWT or any registered method.
 
 A thin facade over the pipeline's stages: :func:`~awt.prompts.encode_classes` (once per prompt
-set), :func:`~awt.views.encode_views` and :func:`~awt.methods.score` (per batch). What it classifies
-with is one :class:`~awt.spec.ClassifierSpec`; :func:`create_classifier` builds it the same way for
-every front end.
+set), :func:`~awt.inputs.encode_inputs` (images and videos) and :func:`~awt.methods.score` (per
+batch). What it classifies with is one :class:`~awt.spec.ClassifierSpec`; :func:`create_classifier`
+builds it the same way for every front end.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from .images import ImageInput
 from .methods import get_method, score
 from .prompts import ClassPrompts, encode_classes
 from .spec import ClassifierSpec
-from .views import ViewFeatures, encode_views
+from .inputs import encode_inputs
+from .views import ViewFeatures
 
 
 @dataclass
@@ -103,12 +104,15 @@ class AWTClassifier:
         return self.backbone.logit_scale
 
     def iter_image_features(self, images: Sequence[ImageInput], batch_size: int = defaults.BATCH_SIZE,
-                            num_workers: int | None = None, views: int | None = None) -> Iterator[ViewFeatures]:
-        """Encoded views of ``images``, batch by batch (:func:`awt.views.encode_views`); ``views``
-        overrides the spec's number of random views."""
-        return encode_views(self.backbone, images, views=self.spec.views if views is None else views,
-                            seed=self.spec.seed, batch_size=batch_size, num_workers=num_workers,
-                            decoding=self.spec.decoding)
+                            num_workers: int | None = None, views: int | None = None,
+                            video_view0_only: bool = False) -> Iterator[ViewFeatures]:
+        """Encoded views of ``images`` (images and videos, :func:`awt.inputs.encode_inputs`), batch
+        by batch, in input order: an image's features are (1 + N, dim), a video's (views of
+        ``spec.video``, dim), or (1, dim) with ``video_view0_only``. ``views`` overrides the spec's
+        number of random views."""
+        return encode_inputs(self.backbone, images, views=self.spec.views if views is None else views,
+                             seed=self.spec.seed, batch_size=batch_size, num_workers=num_workers,
+                             decoding=self.spec.decoding, sampling=self.spec.video, video_view0_only=video_view0_only)
 
     def classes_for(self, method: str | None = None) -> ClassPrompts:
         """The encoded prompt set ``method`` (default: the spec's) reads, encoded on first use."""
@@ -159,10 +163,13 @@ class AWTClassifier:
     def iter_classify(self, images: Sequence[ImageInput], top_k: int = defaults.TOP_K,
                       method: str | None = None, batch_size: int = defaults.BATCH_SIZE,
                       num_workers: int | None = None) -> Iterator[ImageResult]:
-        """Each image's result, in input order, as soon as it and every image before it are done.
+        """Each input's result, in input order, as soon as it and every input before it are done.
 
-        Images are scored ``batch_size`` at a time (the scorer's cost per image falls with the
-        batch). On a GPU a batch is scored on a side stream once the next images' encoding is
+        Inputs are images (paths, PIL images, bytes) and videos (paths with a video extension: their
+        views are ``spec.video``'s frame crops, and a method that reads view 0 alone reads a video's
+        view 0, see :func:`awt.video_sampling.view_zero`). Images are scored ``batch_size`` at a time
+        (the scorer's cost per image falls with the batch), videos about as many views at a time; a
+        batch holds one kind. On a GPU a batch is scored on a side stream once the next images' encoding is
         queued, and its top-k is read back later: the scorer's convergence checks then wait for the
         scorer alone, and the device never idles while the host waits.
         """
@@ -176,7 +183,9 @@ class AWTClassifier:
         # High priority: the scorer's small kernels go ahead of queued encoder blocks, so the host,
         # waiting on its convergence checks, is back before the encoder's queue runs dry.
         side = torch.cuda.Stream(device, priority=-1) if device.type == "cuda" else None
-        pending: list[ViewFeatures] = []        # encoded, not yet a whole batch
+        # encoded, not yet a whole batch: one group per number of views (images, videos), since a batch
+        # is scored as one tensor
+        pending: dict[int, list[ViewFeatures]] = {}
         ready: list[tuple] = []                 # whole batches, with the event of their encoding
         in_flight: list[tuple] = []             # scored; top-k on the way to the host
 
@@ -203,13 +212,19 @@ class AWTClassifier:
                     results[index].predictions = preds
                     done[index] = True
 
-        def close_batch() -> None:
-            ready.append((pending[:], _record_event(device)))
-            pending.clear()
+        image_views = m.views_used(self.spec.views) + 1
+        closed: dict[int, int] = {}   # batches closed per group: the first hold 1, 2, 4, ... inputs, so results
+                                      # come from the start
 
-        closed = 0   # batches scored so far: the first are 1, 2, 4, ... images, so results come from the start
+        def close(views: int) -> None:
+            ready.append((pending.pop(views), _record_event(device)))
+            closed[views] = closed.get(views, 0) + 1
+            if side is None:  # nothing to overlap with: score it now, show it sooner
+                launch()
+                collect(keep=0)
 
-        stream = self.iter_image_features(images, batch_size, num_workers, views=m.views_used(self.spec.views))
+        stream = self.iter_image_features(images, batch_size, num_workers, views=m.views_used(self.spec.views),
+                                          video_view0_only=not m.random_views)
         try:
             for batch in stream:
                 for index, problem in batch.errors:
@@ -221,20 +236,22 @@ class AWTClassifier:
                     launch()
                     collect(keep=1)
                 if batch.indices:
-                    pending.append(batch)
-                    if sum(len(fb.indices) for fb in pending) >= min(batch_size, 1 << closed):
-                        close_batch()
-                        closed += 1
-                        if side is None:  # nothing to overlap with: score it now, show it sooner
-                            launch()
-                            collect(keep=0)
+                    views = batch.features.shape[1]
+                    for other in [v for v in pending if v != views]:
+                        close(other)   # inputs come in order: the other kind's inputs wait for nothing more
+                    group = pending.setdefault(views, [])
+                    group.append(batch)
+                    # about batch_size images' worth of views: fewer videos (96 views each) than images
+                    size = max(1, round(batch_size * image_views / views))
+                    if sum(len(fb.indices) for fb in group) >= min(size, 1 << closed.get(views, 0)):
+                        close(views)
                 while shown < len(results) and done[shown]:
                     yield results[shown]
                     shown += 1
         finally:
             stream.close()
-        if pending:
-            close_batch()
+        for views in list(pending):
+            close(views)
         while ready:
             launch()
         collect(keep=0)

@@ -13,3 +13,7 @@ METHOD = "awt"
 LLM = "gpt-3.5-turbo"       # the model the AWT paper used for its descriptions
 CACHE_ENV = "AWT_CACHE_DIR"
 MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)  # 178,956,970: PIL's own refusal limit; larger is a likely bomb
+# a video's views: frames x crops x clips, the AWT authors' 8 x 3 x 4 (awt.video_sampling)
+VIDEO_FRAMES = 8
+VIDEO_CROPS = 3
+VIDEO_CLIPS = 4

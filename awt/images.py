@@ -10,7 +10,7 @@ import stat
 import threading
 import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence, Union
+from typing import Collection, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -66,9 +66,10 @@ class Decoding:
         return asdict(self)
 
 
-def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
+def find_images(inputs: Sequence[str | os.PathLike], extensions: Collection[str] = IMAGE_EXTENSIONS) -> list[str]:
     """Expand directories (recursively, sorted, symbolic links to directories not followed) into
-    their image files; other inputs are kept as given.
+    their image files (files with one of ``extensions``, lower case with the dot); other inputs are
+    kept as given.
 
     Nothing is dropped silently: a named path that is missing or cannot be opened, a directory met
     while walking that cannot be read, and a broken link or unreadable file with an image extension
@@ -77,13 +78,13 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
     found: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            _walk(os.fspath(item), found)
+            _walk(os.fspath(item), found, extensions)
         else:
             found.append(str(item))
     return found
 
 
-def _walk(directory: str, found: list[str]) -> None:
+def _walk(directory: str, found: list[str], extensions: Collection[str]) -> None:
     try:
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -91,7 +92,7 @@ def _walk(directory: str, found: list[str]) -> None:
         found.append(directory)  # loading it says why it cannot be read
         return
     for entry in entries:
-        if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+        if os.path.splitext(entry.name)[1].lower() in extensions:
             try:
                 keep = stat.S_ISREG(entry.stat().st_mode)  # not a directory, FIFO, device ...
             except OSError:  # a broken link, no permission: kept, to be reported
@@ -100,7 +101,7 @@ def _walk(directory: str, found: list[str]) -> None:
                 found.append(entry.path)
         try:
             if entry.is_dir(follow_symlinks=False):
-                _walk(entry.path, found)
+                _walk(entry.path, found, extensions)
         except OSError:
             pass
 

@@ -1,8 +1,9 @@
 """Loader workers: images decoded and their views packed in worker processes, and batches copied
 to the device one ahead (the stage between :mod:`awt.images` and :mod:`awt.views`).
 
-Workers start on first use and are kept (:func:`view_loader`, one pool per backbone, worker count
-and decoding), so a classifier or a benchmark sweep pays their start-up once.
+Workers start on first use and are kept (:func:`loader_pool`: per backbone, kind of input, worker
+count and decoding; :func:`view_loader` for images, :func:`awt.video_views.video_loader` for
+videos), so a classifier or a benchmark sweep pays their start-up once.
 """
 
 from __future__ import annotations
@@ -108,43 +109,37 @@ def _quiet_lost_peers(worker_id: int) -> None:
     sys.excepthook = hook
 
 
-class ViewLoader:
-    """Loader workers that decode images and pack their views, started once and kept.
-
-    A DataLoader with persistent workers over a :class:`ViewSource`, its batch sampler refilled
-    for each call: on a GPU the workers' start-up is the largest fixed cost of a call, and a
-    classifier or a benchmark sweep pays it once. Batches ramp up in size (see :func:`batch_sizes`).
+class WorkerLoader:
+    """Loader workers started once and kept: a DataLoader with persistent workers over ``source``
+    (a dataset indexed by keys), its batch sampler refilled for each call. On a GPU the workers'
+    start-up is the largest fixed cost of a call, and a classifier or a benchmark sweep pays it once.
     """
 
-    def __init__(self, preprocess: Callable, max_short_side: int, num_workers: int, pin_memory: bool,
-                 persistent: bool = True, decoding: Decoding = Decoding()):
-        self.num_workers = num_workers
+    def __init__(self, source: torch.utils.data.Dataset, collate: Callable, num_workers: int, pin_memory: bool,
+                 persistent: bool = True, prefetch_factor: int = 4):
+        self.source, self.collate = source, collate
+        self.num_workers, self.pin_memory, self.prefetch_factor = num_workers, pin_memory, prefetch_factor
         self._requests = _Requests()
         self._busy = False
-        self._args = (preprocess, max_short_side, num_workers, pin_memory)
-        self.decoding = decoding
         self._persistent = persistent and num_workers > 0
         self._loader = self._start()
 
     def _start(self) -> torch.utils.data.DataLoader:
-        preprocess, max_short_side, num_workers, pin_memory = self._args
+        workers = self.num_workers
         return torch.utils.data.DataLoader(
-            ViewSource(preprocess, max_short_side, self.decoding), batch_sampler=self._requests,
-            num_workers=num_workers, collate_fn=collate_views, pin_memory=pin_memory, persistent_workers=self._persistent,
-            prefetch_factor=4 if num_workers else None, worker_init_fn=_quiet_lost_peers if num_workers else None,
+            self.source, batch_sampler=self._requests, num_workers=workers, collate_fn=self.collate,
+            pin_memory=self.pin_memory, persistent_workers=self._persistent,
+            prefetch_factor=self.prefetch_factor if workers else None,
+            worker_init_fn=_quiet_lost_peers if workers else None,
         )
 
-    def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int) -> Iterator["HostBatch"]:
-        """Host batches of ``items`` in order: (indices, errors, view 0, packed random views)."""
+    def run(self, batches: list[list[tuple]]) -> Iterator["HostBatch"]:
+        """The collated batches of ``batches`` (lists of the source's keys), in order."""
         if self._busy:  # a call still open (an unfinished generator): serve this one apart
-            apart = ViewLoader(*self._args, persistent=False, decoding=self.decoding)
-            yield from apart(items, n_random, seed, batch_size)
+            apart = WorkerLoader(self.source, self.collate, self.num_workers, self.pin_memory, persistent=False,
+                                 prefetch_factor=self.prefetch_factor)
+            yield from apart.run(batches)
             return
-        keys = [(i, sendable(item), n_random, seed) for i, item in enumerate(items)]
-        start, batches = 0, []
-        for size in batch_sizes(len(keys), max(1, batch_size), ramp=True):
-            batches.append(keys[start : start + size])
-            start += size
         self._busy = True
         try:
             self._requests.batches = batches
@@ -159,6 +154,26 @@ class ViewLoader:
         """Process ids of the running worker processes (none before the first call, or without workers)."""
         iterator = getattr(self._loader, "_iterator", None)
         return sorted(w.pid for w in getattr(iterator, "_workers", []) or [])
+
+
+class ViewLoader(WorkerLoader):
+    """Loader workers that decode images and pack their views (a :class:`WorkerLoader` over a
+    :class:`ViewSource`). Batches ramp up in size (see :func:`batch_sizes`)."""
+
+    def __init__(self, preprocess: Callable, max_short_side: int, num_workers: int, pin_memory: bool,
+                 persistent: bool = True, decoding: Decoding = Decoding()):
+        self.decoding = decoding
+        super().__init__(ViewSource(preprocess, max_short_side, decoding), collate_views, num_workers, pin_memory,
+                         persistent)
+
+    def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int) -> Iterator["HostBatch"]:
+        """Host batches of ``items`` in order: (indices, errors, view 0, packed random views)."""
+        keys = [(i, sendable(item), n_random, seed) for i, item in enumerate(items)]
+        start, batches = 0, []
+        for size in batch_sizes(len(keys), max(1, batch_size), ramp=True):
+            batches.append(keys[start : start + size])
+            start += size
+        return self.run(batches)
 
 
 @dataclass
@@ -233,13 +248,20 @@ def _after_copies(batch: DeviceBatch, copied: torch.cuda.Event, device: torch.de
 _POOLS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def loader_pool(backbone, key: tuple, start: Callable[[], WorkerLoader]) -> WorkerLoader:
+    """The loader ``key`` of ``backbone`` (``start()`` makes it on first use), kept while the
+    backbone lives: one home for every kind of input's workers (images here, videos in
+    :func:`awt.video_views.video_loader`)."""
+    pools = _POOLS.setdefault(backbone, {})
+    if key not in pools:
+        pools[key] = start()
+    return pools[key]
+
+
 def view_loader(backbone, num_workers: int, decoding: Decoding = Decoding()) -> ViewLoader:
     """``backbone``'s image loader with ``num_workers`` worker processes, reading files as
     ``decoding`` says, started on first use and kept while the backbone lives: every classifier
     and benchmark run on it with the same two shares it."""
-    pools = _POOLS.setdefault(backbone, {})
-    key = (num_workers, decoding)
-    if key not in pools:
-        pools[key] = ViewLoader(backbone.preprocess, 4 * max(backbone.image_size), num_workers,
-                                pin_memory=backbone.device.type == "cuda", decoding=decoding)
-    return pools[key]
+    return loader_pool(backbone, ("images", num_workers, decoding), lambda: ViewLoader(
+        backbone.preprocess, 4 * max(backbone.image_size), num_workers, pin_memory=backbone.device.type == "cuda",
+        decoding=decoding))

@@ -2,10 +2,10 @@
 
 :class:`ClassifierSpec` holds what decides a classifier's results, besides the model: the classes,
 their descriptions and how many are used, the template, the method and its settings, the views and
-their seed, how images are decoded, and where encoded prompts are cached. The command line, ``awt
-explain``, ``awt serve`` and the benchmark each fill one in and build from it, so a rule (the number
-of descriptions a file gives, M = 0 without descriptions, a cache folder checked before any model
-loads) has one home.
+their seed, how images are decoded, how a video's frames are sampled, and where encoded prompts are
+cached. The command line, ``awt explain``, ``awt serve`` and the benchmark each fill one in and
+build from it, so a rule (the number of descriptions a file gives, M = 0 without descriptions, a
+cache folder checked before any model loads) has one home.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,6 +25,7 @@ from .images import Decoding
 from .methods import get_method
 from .prompt_sets import PromptSet, check_descriptions, check_template
 from .scoring import AWTConfig
+from .video_sampling import VideoSampling
 
 _log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class ClassifierSpec:
     seed: int = defaults.SEED            # with each image's pixels, seeds its views
     awt: AWTConfig = AWTConfig()
     cache_dir: Path | None = field(default_factory=default_cache_dir)   # None: no prompt cache
-    decoding: Decoding = Decoding()      # how image files are read (awt.images.Decoding)
+    decoding: Decoding = Decoding()      # how files are read (awt.images.Decoding); max_pixels bounds video frames
+    video: VideoSampling = VideoSampling()   # which frame crops make a video's views (awt.video_sampling)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 -- frozen
@@ -95,6 +97,8 @@ class ClassifierSpec:
             raise AWTError(f"views must be >= 0, got {self.views}", setting="views")
         if self.seed < 0:
             raise AWTError(f"seed must be >= 0, got {self.seed}", setting="seed")
+        if not isinstance(self.video, VideoSampling):
+            raise AWTError(f"video must be a VideoSampling, got {self.video!r}", setting="video")
         if self.cache_dir is not None:
             set_("cache_dir", check_cache_dir(self.cache_dir))
 
@@ -131,6 +135,6 @@ class ClassifierSpec:
     def key(self) -> str:
         """A digest of every field that can change a result (a class set's identity in ``awt serve``)."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cache_dir"}
-        doc["awt"], doc["decoding"] = vars(self.awt), self.decoding.as_record()
+        doc["awt"], doc["decoding"], doc["video"] = vars(self.awt), self.decoding.as_record(), asdict(self.video)
         text = json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False)
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()

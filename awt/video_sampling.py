@@ -38,6 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import defaults
+from .errors import SettingError
+
 # Open-VCLIP pads its seek target by this many timestamps (pyav_decode_stream's margin).
 SEEK_MARGIN = 1024
 
@@ -47,18 +50,21 @@ class VideoSampling:
     """The protocol's settings; the defaults are the AWT authors' ``8 x 3 x 4`` on Open-VCLIP's
     ``TemporalCLIP_vitb16_8x16`` config (``NUM_FRAMES 8``, ``SAMPLING_RATE 16``, ``TARGET_FPS 30``)."""
 
-    frames: int = 8               # T, frames per clip (DATA.NUM_FRAMES)
-    crops: int = 3                # spatial crops per frame (TEST.NUM_SPATIAL_CROPS), 1 to 3
-    clips: int = 4                # temporal clips (TEST.NUM_ENSEMBLE_VIEWS)
+    frames: int = defaults.VIDEO_FRAMES   # T, frames per clip (DATA.NUM_FRAMES), 8
+    crops: int = defaults.VIDEO_CROPS     # spatial crops per frame (TEST.NUM_SPATIAL_CROPS), 1 to 3; 3
+    clips: int = defaults.VIDEO_CLIPS     # temporal clips (TEST.NUM_ENSEMBLE_VIEWS), 4
     sampling_rate: int = 16       # frame stride at target_fps (DATA.SAMPLING_RATE)
     target_fps: float = 30.0      # DATA.TARGET_FPS
 
     def __post_init__(self) -> None:
-        if self.frames < 1 or self.clips < 1 or self.sampling_rate < 1 or not 1 <= self.crops <= 3:
-            raise ValueError(f"invalid video sampling {self}: frames, clips and sampling_rate must be >= 1, "
-                             "crops 1 to 3")
-        if not self.target_fps > 0:
-            raise ValueError(f"target_fps must be > 0, got {self.target_fps}")
+        for key in ("frames", "clips", "sampling_rate"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingError(key, value, "a whole number >= 1")
+        if isinstance(self.crops, bool) or self.crops not in (1, 2, 3):
+            raise SettingError("crops", self.crops, "1, 2 or 3 (start, centre and end of the long side)")
+        if not (isinstance(self.target_fps, (int, float)) and self.target_fps > 0):
+            raise SettingError("target_fps", self.target_fps, "> 0")
 
     @property
     def views(self) -> int:

@@ -18,7 +18,7 @@ import torch
 
 from .augment import PackedViews, cut_views
 from .backbones import Backbone
-from .loading import to_device
+from .loading import WorkerLoader, loader_pool, to_device
 from .video_sampling import VideoSampling, view_order
 from .videos import DEFAULT_MAX_PIXELS, VideoSource, collate_videos
 from .views import ViewFeatures, default_workers
@@ -53,14 +53,17 @@ def cut_video_views(packed: PackedViews, sampling: VideoSampling, size: tuple[in
     return arrange_views(cut_views(packed, size, mean, std, device, dtype), sampling)
 
 
-def video_loader(size: int, sampling: VideoSampling, videos: Sequence[str | os.PathLike], batch_size: int,
-                 num_workers: int, pin_memory: bool, max_pixels: int | None) -> torch.utils.data.DataLoader:
-    """A loader of host batches (:class:`awt.loading.HostBatch`, ``view0`` None) of ``videos`` in order."""
-    keys = [(i, os.fspath(v)) for i, v in enumerate(videos)]
-    batches = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
-    return torch.utils.data.DataLoader(
-        VideoSource(size, sampling, max_pixels), batch_sampler=batches, num_workers=num_workers,
-        collate_fn=collate_videos, pin_memory=pin_memory, prefetch_factor=2 if num_workers else None)
+def video_loader(backbone: Backbone, num_workers: int, sampling: VideoSampling = DEFAULT_SAMPLING,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> WorkerLoader:
+    """``backbone``'s video loader: ``num_workers`` processes that decode the frames ``sampling``
+    picks (scaled to the backbone's crop size), refusing frames of more than ``max_pixels``; started
+    on first use and kept while the backbone lives, beside its image loaders
+    (:func:`awt.loading.loader_pool`). Its batches are :class:`awt.loading.HostBatch` (``view0``
+    None, see :func:`awt.videos.collate_videos`)."""
+    size = crop_size(backbone.image_size)
+    return loader_pool(backbone, ("videos", num_workers, sampling, max_pixels), lambda: WorkerLoader(
+        VideoSource(size, sampling, max_pixels), collate_videos, num_workers,
+        pin_memory=backbone.device.type == "cuda", prefetch_factor=2))
 
 
 def encode_videos(
@@ -71,23 +74,33 @@ def encode_videos(
     batch_size: int = VIDEO_BATCH_SIZE,
     num_workers: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    view0_only: bool = False,
 ) -> Iterator[ViewFeatures]:
     """Encode the views of each video, in input order, batch by batch.
 
-    Yields :class:`awt.views.ViewFeatures` whose ``features`` are (videos, views, dim), view 0 first;
-    unreadable videos are in ``errors`` as (position, one-line reason).
+    Videos are decoded in loader workers, a quarter of ``batch_size`` videos per worker task (all of
+    them without workers), and encoded as they come. Yields :class:`awt.views.ViewFeatures` whose
+    ``features`` are (videos, views, dim), view 0 first
+    (``view0_only``: (videos, 1, dim), view 0 alone, for a method that reads nothing else);
+    unreadable videos are in ``errors`` as (position, the error, naming the video).
     """
     if num_workers is None:
         num_workers = default_workers(len(videos), batch_size)
-    loader = video_loader(crop_size(backbone.image_size), sampling, videos, max(1, batch_size), num_workers,
-                          backbone.device.type == "cuda", max_pixels)
-    for batch in to_device(iter(loader), backbone.device):
+    keys = [(i, os.fspath(v)) for i, v in enumerate(videos)]
+    # with workers, each decodes a quarter batch, encoded as it comes (as for images): the frames in
+    # flight stay few, and the encoder starts sooner
+    size = max(1, batch_size // 4) if num_workers > 0 else max(1, batch_size)
+    batches = video_loader(backbone, num_workers, sampling, max_pixels).run(
+        [keys[i : i + size] for i in range(0, len(keys), size)])
+    for batch in to_device(batches, backbone.device):
         host = batch.host
         if not host.indices:
-            yield ViewFeatures([], torch.empty(0, sampling.views, 0), host.errors)
+            yield ViewFeatures([], torch.empty(0, 1 if view0_only else sampling.views, 0), host.errors)
             continue
         pixels = cut_video_views(batch.packed, sampling, backbone.image_size, backbone.mean, backbone.std,
                                  backbone.device, backbone.input_dtype)
+        if view0_only:
+            pixels = pixels[:, :1]
         n, v = pixels.shape[:2]
         features = backbone.encode_images(pixels.flatten(0, 1)).view(n, v, -1)
         yield ViewFeatures(host.indices, features, host.errors)

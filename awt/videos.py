@@ -5,7 +5,8 @@ Decoding uses PyAV (FFmpeg, carried by its wheels). Only the sampled clips are d
 seeks to each clip's window and stops after it, and of the frames it passes only the sampled ones
 are converted to RGB and scaled (short side to the crop size) at once, so memory does not grow with
 the video's length. A stream without a frame count (mkv, webm) is counted from its packets first
-(demuxing, no decoding).
+(demuxing, no decoding). Frames are turned upright by the stream's rotation metadata, and a video
+gets :data:`DECODE_SECONDS` of demuxing and decoding at most.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import math
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -23,6 +26,7 @@ import torch
 from . import defaults
 from .augment import pack_views
 from .errors import AWTError
+from .images import find_images
 from .loading import HostBatch
 from .video_sampling import (SEEK_MARGIN, VideoSampling, counted_indices, crop_boxes, indexed_windows, scaled_size,
                              window_positions)
@@ -42,32 +46,8 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 def find_videos(inputs: Sequence[str | os.PathLike]) -> list[str]:
     """Expand directories (recursively, sorted, links to directories not followed) into their video
-    files (regular files, or links to them, with a video extension); other inputs are kept as given,
-    to fail with their reason when read (see :func:`sample_video`)."""
-    found: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            _walk(os.fspath(item), found)
-        else:
-            found.append(os.fspath(item))
-    return found
-
-
-def _walk(directory: str, found: list[str]) -> None:
-    try:
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError:
-        found.append(directory)  # reading it says why it cannot be read
-        return
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                _walk(entry.path, found)
-            elif is_video_path(entry.name) and (not os.path.exists(entry.path) or entry.is_file()):
-                found.append(entry.path)  # a broken link is kept, to be reported
-        except OSError:
-            found.append(entry.path)
+    files; other inputs are kept as given, to fail with their reason when read (see :func:`sample_video`)."""
+    return find_images(inputs, VIDEO_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -115,6 +95,8 @@ def _open(path: str) -> av.container.InputContainer:
     if not stat.S_ISREG(mode):  # opening a FIFO would wait for a writer
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
         raise VideoError(f"{path}: is {kind}, not a video file")
+    if os.stat(path).st_size == 0:
+        raise VideoError(f"{path}: an empty file (0 bytes), not a video")
     try:
         return av.open(path, mode="r")
     except av.error.InvalidDataError:
@@ -131,7 +113,9 @@ def _stream(container, path: str, max_pixels: int | None) -> av.video.stream.Vid
     stream = container.streams.video[0]
     width, height = stream.codec_context.width, stream.codec_context.height
     if max_pixels is not None and width * height > max_pixels:
-        raise VideoError(f"{path}: {width} x {height} pixels per frame is more than the limit of {max_pixels:,} pixels")
+        raise VideoError(f"{path}: {width} x {height} pixels per frame is more than the limit of {max_pixels:,} pixels",
+                         setting="max_pixels", kind="limit", hint="raise the limit with {max_pixels}",
+                         pixels=width * height, limit=max_pixels)
     if not (stream.average_rate or stream.guessed_rate):
         raise VideoError(f"{path}: the video stream has no frame rate")
     return stream
@@ -151,10 +135,28 @@ def _is_indexed(stream) -> bool:
     return bool(stream.frames and stream.frames > 0 and stream.duration and stream.duration > 0)
 
 
+# Seconds of demuxing and decoding one video may take: past them, a damaged or pathological file
+# whose decoder crawls is that video's error, not a stalled run (checked between packets and frames).
+DECODE_SECONDS = 300.0
+_clock = threading.local()
+
+
+class _TooSlow(Exception):
+    """The video's time (:data:`DECODE_SECONDS`) ran out."""
+
+
+def _in_time(items: Iterable) -> Iterator:
+    """``items`` until the current video's time runs out (then :class:`_TooSlow`)."""
+    for item in items:
+        if time.monotonic() > getattr(_clock, "deadline", math.inf):
+            raise _TooSlow
+        yield item
+
+
 def _packet_times(container, stream) -> tuple[int, np.ndarray | None]:
     """Frame count of a stream from its packets, and their sorted timestamps (None if some lack one)."""
     stamps, missing = [], False
-    for packet in container.demux(stream):
+    for packet in _in_time(container.demux(stream)):
         if packet.size:
             missing |= packet.pts is None
             stamps.append(packet.pts)
@@ -167,6 +169,7 @@ def _packet_times(container, stream) -> tuple[int, np.ndarray | None]:
 def probe_video(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> VideoInfo:
     """Size, frame rate, frame count and duration of a video; raises VideoError with the reason."""
     path = os.fspath(path)
+    _clock.deadline = time.monotonic() + DECODE_SECONDS
     container = _open(path)
     with container:
         try:
@@ -176,12 +179,22 @@ def probe_video(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
             return _info(stream, _packet_times(container, stream)[0], False)
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: cannot read: {_reason(e)}") from None
+        except _TooSlow:
+            raise _too_slow(path) from None
+
+
+def _too_slow(path: str) -> VideoError:
+    return VideoError(f"{path}: decoding took longer than {DECODE_SECONDS:g} s, the limit per video (a damaged or "
+                      "pathological file?)", kind="limit", limit=DECODE_SECONDS)
 
 
 def _to_rgb(frame: av.VideoFrame, size: int) -> torch.Tensor:
-    """A decoded frame as (3, h, w) uint8, its shorter side scaled to ``size`` as the protocol does
-    (bilinear, no antialiasing; rounded to 8 bits)."""
-    array = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+    """A decoded frame as (3, h, w) uint8, turned as its display matrix says (a phone's rotation
+    metadata, as EXIF for a photo; Open-VCLIP ignores it), its shorter side scaled to ``size`` as the
+    protocol does (bilinear, no antialiasing; rounded to 8 bits)."""
+    stored = frame.to_ndarray(format="rgb24")
+    turns = round((frame.rotation or 0) / 90) % 4   # counterclockwise quarter turns, as FFmpeg displays it
+    array = torch.from_numpy(np.ascontiguousarray(np.rot90(stored, turns)) if turns else stored)
     h, w = scaled_size(array.shape[0], array.shape[1], size)
     if (h, w) == tuple(array.shape[:2]):
         return array.permute(2, 0, 1).contiguous()
@@ -205,7 +218,7 @@ def _frames(container, stream, next_needed) -> Iterator[av.VideoFrame]:
         sought, seek_to = target, 0 if from_start else max(int(target) - SEEK_MARGIN, 0)
         container.seek(seek_to, backward=True, any_frame=False, stream=stream)
         first, jumped = True, False
-        for frame in container.decode(stream):
+        for frame in _in_time(container.decode(stream)):
             if frame.pts is None:
                 raise _Fallback
             if first and frame.pts > target and seek_to > 0:
@@ -281,7 +294,7 @@ def _counted_clips(path: str, container, stream, stamps: np.ndarray | None, indi
                 break  # a wanted timestamp was passed without its frame
     else:
         container.seek(0, backward=True, any_frame=False, stream=stream)
-        for position, frame in enumerate(container.decode(stream)):
+        for position, frame in enumerate(_in_time(container.decode(stream))):
             if position in wanted:
                 kept[position] = (_to_rgb(frame, size), float(frame.time or 0.0))
             if position >= wanted[-1]:
@@ -298,6 +311,7 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
     """Decode the frames of a video's views, scaled to a shorter side of ``size``, with their crop
     boxes. Raises VideoError with the reason (one line)."""
     path = os.fspath(path)
+    _clock.deadline = time.monotonic() + DECODE_SECONDS
     container = _open(path)
     with container:
         try:
@@ -326,6 +340,8 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
             raise VideoError(f"{path}: cannot decode: {_reason(e)} (a truncated or corrupt video?)") from None
         except MemoryError:
             raise VideoError(f"{path}: out of memory while decoding") from None
+        except _TooSlow:
+            raise _too_slow(path) from None
     frames = [pixels for pixels, _ in picked]
     boxes = np.stack([crop_boxes(f.shape[1], f.shape[2], size, sampling.crops) for f in frames])
     times = np.array([t for _, t in picked]).reshape(sampling.clips, sampling.frames)

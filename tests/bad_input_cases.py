@@ -420,3 +420,5 @@ def _torchrun(w: World) -> Command:
 case("torchrun-bad-inputs", "torchrun, 2 ranks, two unreadable inputs among good ones", errors=2,
      message="text.jpg", kept=(CAT, ROCKET), launcher=True, quiet=False, stderr_lacks=("SIGTERM",),
      tries=3)(_torchrun)
+
+import bad_input_videos  # noqa: E402,F401 -- registers the video cases, which use the helpers above

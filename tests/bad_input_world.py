@@ -84,6 +84,9 @@ class World:
         self._checkpoints()
         self._hf()
         self._bench()
+        from bad_input_videos import make_videos
+
+        make_videos(r / "videos")
         return self
 
     def _exif_warning(self, path: Path) -> None:

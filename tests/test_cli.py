@@ -175,4 +175,4 @@ def test_no_images_found(tmp_path, tiny_model_name):
     (tmp_path / "empty").mkdir()
     r = run_awt("classify", str(tmp_path / "empty"), "--classes", str(classes), "--model", tiny_model_name,
                 cache=tmp_path / "cache")
-    assert r.returncode == 1 and "no images found" in r.stderr
+    assert r.returncode == 1 and "no images or videos found" in r.stderr

@@ -1,6 +1,7 @@
 """Benchmark datasets: labelled image lists read from the layouts zero-shot papers use.
 
-Five layouts are read (``format:`` in a benchmark config, ``auto`` by default):
+Five image layouts are read (``format:`` in a benchmark config, ``auto`` by default), and three
+video protocols, named by their format (``ucf101``, ``hmdb51``, ``k600``: :mod:`awt.bench.video_datasets`):
 
 ``csv``
     a ``labels.csv`` with the columns ``path,label,classname`` (paths relative to the csv's folder;
@@ -362,16 +363,19 @@ class ReadOptions:
     classnames: str | os.PathLike | None = None
     classname_column: str | None = None
     part: str = "test"
+    split: int | None = None          # a video dataset's split (1, 2 or 3)
 
 
 @dataclass(frozen=True)
 class DatasetReader:
     """A dataset layout: its ``format:`` name, its reader, and how ``auto`` recognises it (``detect``
-    a path, or None: only by name)."""
+    a path, or None: only by name). ``videos``: its items are videos, read in splits (a config
+    runs each split as a dataset of its own)."""
 
     format: str
     read: Callable[[Path, ReadOptions], LabeledImages]
     detect: Callable[[Path], bool] | None = None
+    videos: bool = False
 
 
 READERS: dict[str, DatasetReader] = {}
@@ -404,6 +408,21 @@ register_reader(DatasetReader("fgvc-aircraft", lambda p, o: read_fgvc_aircraft(p
                               and any(p.glob("images_variant_*.txt"))))
 
 
+def _video_reader(format: str) -> Callable[[Path, ReadOptions], LabeledImages]:
+    def read(path: Path, options: ReadOptions) -> LabeledImages:
+        from .video_datasets import VIDEO_READERS   # decoding libraries load only for video datasets
+
+        if options.split is None:
+            raise AWTError(f"{path}: a {format} dataset is read one split at a time (1, 2 or 3)")
+        return VIDEO_READERS[format](path, options.split, options.classnames)
+    return read
+
+
+# the zero-shot video protocols (awt.bench.video_datasets), named by format alone
+for _format in ("ucf101", "hmdb51", "k600"):
+    register_reader(DatasetReader(_format, _video_reader(_format), videos=True))
+
+
 def detect_format(path: Path) -> str:
     """The layout of ``path``: the first reader that recognises it; a known dataset folder (the AWT
     paper's) by its name, so that its own reader says what is missing; else ``imagefolder``."""
@@ -422,10 +441,11 @@ def detect_format(path: Path) -> str:
 
 
 def read_dataset(path: str | os.PathLike, format: str = "auto", *, image_dir=None, classnames=None,
-                 classname_column: str | None = None, part: str = "test") -> LabeledImages:
-    """The labelled images of a dataset in any registered layout (``auto``: :func:`detect_format`)."""
+                 classname_column: str | None = None, part: str = "test", split: int | None = None) -> LabeledImages:
+    """The labelled images (or videos) of a dataset in any registered layout (``auto``:
+    :func:`detect_format`); ``split``: a video dataset's split."""
     p = Path(path)
     fmt = detect_format(p) if format == "auto" else format
     if fmt not in READERS:
         raise AWTError(f"unknown dataset format {format!r}; choose one of {', '.join(formats())}")
-    return READERS[fmt].read(p, ReadOptions(image_dir, classnames, classname_column, part))
+    return READERS[fmt].read(p, ReadOptions(image_dir, classnames, classname_column, part, split))

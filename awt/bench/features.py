@@ -11,7 +11,8 @@ adding a method costs no image encoding. Layout, under ``<cache>/features/``::
 
 ``key`` digests the backbone's weight fingerprint, the image paths, the views, the seed and how the
 files are decoded (:class:`~awt.images.Decoding`, when not the default): features of pixels read
-differently never share an entry. Every
+differently never share an entry. A video set's key digests the sampling (frames, crops, clips,
+rate), the crop size, the frame limit and the protocol's version instead (:func:`feature_key`). Every
 file is written atomically (temp file + rename), so an interrupted run leaves whole parts behind,
 and the next run encodes only the images no part holds. A batch that runs out of accelerator memory
 is retried with half as many images (down to one), the pattern of timm's ``validate.py``.
@@ -24,21 +25,34 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from .. import defaults
 from ..errors import AWTError
 from ..files import atomic_torch_save, atomic_write_text
 from ..images import Decoding
 from ..progress import progress_bar
+from ..inputs import video_batch_size
+from ..video_sampling import VideoSampling
+from ..video_views import crop_size, encode_videos
 from ..views import encode_views
 
 _log = logging.getLogger("awt.bench")
 
 FEATURES_VERSION = 1
+VIDEO_FEATURES_VERSION = 1   # awt.video_sampling's protocol: raise it when the frames or crops it picks change
+
+
+def feature_file(cache_dir: str | Path, backbone, paths: Sequence[str], views: int, seed: int,
+                 decoding: Decoding = Decoding(), video: VideoSampling | None = None) -> Path:
+    """Where the finished feature set of ``paths`` under ``backbone`` is kept."""
+    crop = crop_size(backbone.image_size) if video is not None else None
+    key = feature_key(backbone.fingerprint, paths, views, seed, decoding, video, crop)
+    return Path(cache_dir) / "features" / f"{key}.pt"
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -48,10 +62,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-def feature_key(fingerprint: str, paths: Sequence[str], views: int, seed: int, decoding: Decoding = Decoding()) -> str:
-    decoded = f"|{decoding.key()}" if decoding.key() else ""   # the default adds nothing: older keys stay
-    h = hashlib.blake2b(f"awt-features|{FEATURES_VERSION}|{fingerprint}|{views}|{seed}{decoded}".encode(),
-                        digest_size=16)
+def feature_key(fingerprint: str, paths: Sequence[str], views: int, seed: int, decoding: Decoding = Decoding(),
+                video: VideoSampling | None = None, crop: int | None = None) -> str:
+    """The feature set's name: a digest of what its numbers depend on. A video set's (``video``, its
+    frames scaled to ``crop``) depends on the sampling, the crop size, the frame limit and the
+    protocol's version, never on the seed; an image set's on the views, the seed and the decoding."""
+    if video is not None:
+        head = (f"awt-video-features|{VIDEO_FEATURES_VERSION}|{fingerprint}|{views}|{json.dumps(asdict(video))}|"
+                f"{crop}|{decoding.max_pixels}")
+    else:
+        decoded = f"|{decoding.key()}" if decoding.key() else ""   # the default adds nothing: older keys stay
+        head = f"awt-features|{FEATURES_VERSION}|{fingerprint}|{views}|{seed}{decoded}"
+    h = hashlib.blake2b(head.encode(), digest_size=16)
     for p in paths:
         h.update(p.encode("utf-8", "surrogateescape") + b"\0")
     return h.hexdigest()
@@ -122,8 +144,13 @@ def compute_features(
     description: str = "features",
     meta: dict | None = None,
     decoding: Decoding = Decoding(),
+    video: VideoSampling | None = None,
 ) -> FeatureSet:
     """The feature set of ``paths``: from the cache when finished there, else encoded (resuming parts).
+
+    ``video``: the paths are videos, whose views are the frame crops it samples
+    (:func:`awt.video_views.encode_videos`): ``views`` is then ``video.views - 1`` (every view) or 0
+    (view 0 alone), and ``seed`` changes nothing.
 
     Under several ranks (:mod:`awt.distributed`), rank 0 says what is left to encode, each rank
     encodes its share into its own parts, and rank 0 assembles the set once every share is on disk;
@@ -133,9 +160,11 @@ def compute_features(
 
     me = distributed.ranks()
     n = len(paths)
-    root = Path(cache_dir) / "features"
-    key = feature_key(backbone.fingerprint, paths, views, seed, decoding)
-    final, parts_dir = root / f"{key}.pt", root / f"{key}.parts"
+    if video is not None and views not in (0, video.views - 1):
+        raise ValueError(f"a video's views are {video.views - 1} besides view 0, or none; got {views}")
+    final = feature_file(cache_dir, backbone, paths, views, seed, decoding, video)
+    root, key = final.parent, final.stem
+    parts_dir = root / f"{key}.parts"
 
     data = _load_finished(final, n, views) if me.main and final.is_file() else None
     if distributed.broadcast(data is not None):
@@ -184,8 +213,14 @@ def compute_features(
             todo = (~done).nonzero().flatten().tolist()
             try:
                 batches = 0
-                stream = encode_views(backbone, [paths[i] for i in todo], views=views, seed=seed, batch_size=batch,
-                                      num_workers=workers, decoding=decoding)
+                items = [paths[i] for i in todo]
+                if video is not None:   # about as many views per batch as ``batch`` images at the default N
+                    stream = encode_videos(backbone, items, sampling=video,
+                                           batch_size=video_batch_size(batch, defaults.VIEWS + 1, video),
+                                           num_workers=workers, max_pixels=decoding.max_pixels, view0_only=views == 0)
+                else:
+                    stream = encode_views(backbone, items, views=views, seed=seed, batch_size=batch,
+                                          num_workers=workers, decoding=decoding)
                 try:
                     for fb in stream:
                         positions = [todo[i] for i in fb.indices]
@@ -243,6 +278,7 @@ def compute_features(
     atomic_torch_save({"features": features, "valid": valid, "errors": [[i, r] for i, r in sorted(errors.items())],
                        "encode_seconds": seconds, "views": views, "seed": seed, "version": FEATURES_VERSION}, final)
     info = dict(meta or {}, key=key, images=n, views=views, seed=seed, decoding=decoding.as_record(), dim=dim,
+                **({"video": asdict(video), "video_features_version": VIDEO_FEATURES_VERSION} if video else {}),
                 unreadable=len(errors),
                 encode_seconds=round(seconds, 3), fingerprint=backbone.fingerprint)
     _atomic_write_json(root / f"{key}.json", info)

@@ -5,7 +5,8 @@ A run is one (backbone, dataset, method, views, descriptions per class, seed); a
 seven draws). Runs record their
 *effective* settings, from the method registry: a method that reads view 0 alone says ``views: 0``;
 one that reads the template alone or CLIP's templates, or a dataset without descriptions, says
-``descriptions_per_class: 0``; WaffleCLIP says ``descriptions_per_class: 30``, its random
+``descriptions_per_class: 0``; on a video dataset a multi-view method says ``views: 95``, the
+video's 8 x 3 x 4 frame crops besides view 0; WaffleCLIP says ``descriptions_per_class: 30``, its random
 descriptors, whatever M is swept; so sweeping a setting never repeats a run that it cannot change.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..methods import get_method
+from ..video_sampling import VideoSampling
 from .config import BackboneSpec, BenchConfig, DatasetSpec, Settings
 
 RUN_VERSION = 1
@@ -42,10 +44,12 @@ class Run:
                 f"{self.method}_v{self.views}_m{self.descriptions_per_class}_s{self.seed}.json")
 
 
-def effective_settings(method: str, views: int, per_class: int, has_descriptions: bool) -> tuple[int, int]:
-    """(views, descriptions per class) that ``method`` really uses."""
+def effective_settings(method: str, views: int, per_class: int, has_descriptions: bool,
+                       video: VideoSampling | None = None) -> tuple[int, int]:
+    """(views, descriptions per class) that ``method`` really uses. On a ``video`` dataset the
+    views are the video's (frames x crops x clips, less view 0), whatever ``views`` says."""
     m = get_method(method)
-    return m.views_used(views), m.prompts.used(per_class, has_descriptions)
+    return m.views_used(video.views - 1 if video else views), m.prompts.used(per_class, has_descriptions)
 
 
 def method_seeds(method: str, settings: Settings) -> list[int]:
@@ -65,7 +69,8 @@ def plan_runs(config: BenchConfig) -> list[Run]:
                 for views in s.views:
                     for per_class in s.descriptions_per_class:
                         for seed in method_seeds(method, s):
-                            v, m = effective_settings(method, views, per_class, ds.descriptions is not None)
+                            v, m = effective_settings(method, views, per_class, ds.descriptions is not None,
+                                                      ds.video)
                             ident = (bb.name, ds.name, method, v, m, seed)
                             if ident not in runs:
                                 run = Run(bb, ds, method, v, m, seed)

@@ -35,7 +35,7 @@ class PreparedDataset:
 def prepare_dataset(spec: DatasetSpec, per_class_needed: int, config_path: Path) -> PreparedDataset:
     """Read a dataset's image list, class names and descriptions; every problem is one AWTError."""
     full = read_dataset(spec.path, spec.format, image_dir=spec.image_dir, classnames=spec.classnames,
-                        classname_column=spec.classname_column, part=spec.part)
+                        classname_column=spec.classname_column, part=spec.part, split=spec.split)
     if spec.limit is not None and spec.limit < len(full):
         images = full.subset(stratified_subset(full.paths, full.labels, spec.limit, spec.subset_seed))
         covered = len(set(images.labels))

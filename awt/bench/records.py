@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +70,7 @@ def make_record(run: "Run", ds: "PreparedDataset", fs: "FeatureSet", backbone: "
         "pretrained": bb.pretrained or backbone.pretrained or "none", "library": backbone.library,
         "revision": backbone.pretrained,
         "dataset": ds.spec.name, "method": run.method,
+        **({"split_of": ds.spec.split_of, "split": ds.spec.split} if ds.spec.split is not None else {}),
         "views": run.views, "descriptions_per_class": run.descriptions_per_class, "seed": run.seed,
         "images": images, "unreadable": len(fs.errors), "classes": len(ds.prompt_names),
         "top1": round(metrics["top1"], 4), "top5": round(metrics["top5"], 4),
@@ -93,7 +95,8 @@ def make_record(run: "Run", ds: "PreparedDataset", fs: "FeatureSet", backbone: "
                         "descriptions": str(ds.spec.descriptions) if ds.spec.descriptions else None,
                         "limit": ds.spec.limit, "subset_seed": ds.spec.subset_seed, "clean_names": ds.spec.clean_names,
                         "allow_fewer_descriptions": ds.spec.allow_fewer_descriptions, "part": ds.spec.part,
-                        "repeated_names": ds.spec.repeated_names},
+                        "repeated_names": ds.spec.repeated_names, "split": ds.spec.split,
+                        "video": asdict(ds.spec.video) if ds.spec.video else None},
             "method": run.method, "views": run.views, "descriptions_per_class": run.descriptions_per_class,
             "seed": run.seed, "batch_size": settings.batch_size, "device": settings.device,
             "workers": settings.workers, "awt": vars(settings.awt), "decoding": settings.decoding.as_record(),

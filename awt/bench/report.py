@@ -1,6 +1,7 @@
 """The sweep's summary: ``summary.csv`` and ``summary.md`` (one row per run) and ``summary.png``; for
 runs repeated over seeds, their mean and standard deviation (``summary_seeds.csv``, a section of
-``summary.md``, one ``..._seeds.json`` beside their run records, error bars in the plot)."""
+``summary.md``, one ``..._seeds.json`` beside their run records, error bars in the plot); for video
+datasets run over their splits, the same over the splits (``summary_splits.csv``, ``..._splits.json``)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ _GROUP = ("backbone", "dataset", "method", "views", "descriptions_per_class")   
 SEED_COLUMNS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "runs", "seeds",
                 *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
 SEEDS_FORMAT = "awt-bench-seeds"
+SPLITS_FORMAT = "awt-bench-splits"
+# runs that differ by split alone (``dataset`` is then the entry's name, its splits' group)
+_SPLIT_GROUP = ("backbone", "dataset", "method", "views", "descriptions_per_class", "seed")
 _HEADERS = {"descriptions_per_class": "M", "mean_per_class_recall": "mean recall", "wall_time_s": "wall s",
             "images_per_s": "img/s", "views": "N", "top1": "top-1", "top5": "top-5"}
 
@@ -90,19 +94,18 @@ def markdown_text(records: Sequence[dict], config: "BenchConfig | None" = None) 
     return "\n".join(lines)
 
 
-def seed_groups(records: Sequence[dict]) -> list[dict]:
-    """One row per (backbone, dataset, method, N, M) run over several seeds (a method repeated with
-    ``settings.repeats``, or a swept seed): its seeds, and each metric's mean and standard deviation
-    over them (population, ``ddof = 0``, as WaffleCLIP's ``np.std`` reports it), in plan order."""
+def _over_groups(records: Sequence[dict], by: Sequence[str], over: str) -> list[dict]:
+    """One row per group of two or more records equal in ``by`` and differing in ``over``: each
+    metric's mean and standard deviation over them (population, ``ddof = 0``), in plan order."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[tuple(r.get(c) for c in _GROUP)].append(r)
+        groups[tuple(r.get(c) for c in by)].append(r)
     rows = []
     for runs in groups.values():
         if len(runs) < 2:
             continue
-        row = {c: runs[0].get(c) for c in ("backbone", "pretrained", *_GROUP[1:])}
-        row["runs"], row["seeds"] = len(runs), " ".join(str(r.get("seed")) for r in runs)
+        row = {c: runs[0].get(c) for c in ("backbone", "pretrained", *by[1:])}
+        row["runs"], row[f"{over}s"] = len(runs), " ".join(str(r.get(over)) for r in runs)
         for m in METRICS:
             values = [float(r[m]) for r in runs]
             mean = _mean(values)
@@ -113,54 +116,96 @@ def seed_groups(records: Sequence[dict]) -> list[dict]:
     return rows
 
 
-def seeds_csv_text(groups: Sequence[dict]) -> str:
+def seed_groups(records: Sequence[dict]) -> list[dict]:
+    """One row per (backbone, dataset, method, N, M) run over several seeds (a method repeated with
+    ``settings.repeats``, or a swept seed): its seeds, and each metric's mean and standard deviation
+    over them (population, ``ddof = 0``, as WaffleCLIP's ``np.std`` reports it), in plan order."""
+    return _over_groups(records, _GROUP, "seed")
+
+
+def split_groups(records: Sequence[dict]) -> list[dict]:
+    """One row per (backbone, video dataset, method, N, M, seed) run over several splits (UCF101's,
+    HMDB51's and Kinetics-600's three): its splits, and each metric's mean and standard deviation over
+    them (population, ``ddof = 0``, as ``np.std``), the figures zero-shot video papers report."""
+    split = [dict(r, dataset=r["split_of"], _dataset=r["dataset"]) for r in records if r.get("split") is not None]
+    return _over_groups(split, _SPLIT_GROUP, "split")
+
+
+def groups_csv_text(groups: Sequence[dict], over: str = "seed") -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(SEED_COLUMNS), lineterminator="\n", extrasaction="ignore")
+    columns = [c if c != "seeds" else f"{over}s" for c in SEED_COLUMNS]
+    if over == "split":
+        columns.insert(columns.index("runs"), "seed")
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in groups:
         writer.writerow(row)
     return out.getvalue()
 
 
-def seeds_markdown(groups: Sequence[dict]) -> str:
-    head = "| backbone | dataset | method | N | M | runs | top-1 | top-5 | mean recall |"
-    rule = "|---|---|---|---:|---:|---:|---:|---:|---:|"
+def groups_markdown(groups: Sequence[dict], over: str = "seed") -> str:
+    each = over == "split"   # the top-1 of each split too: few, and each is a protocol's own number
+    head = ("| backbone | dataset | method | N | M | runs | " + ("top-1 per split | " if each else "")
+            + "top-1 | top-5 | mean recall |")
+    rule = "|---|---|---|---:|---:|---:|" + ("---:|" if each else "") + "---:|---:|---:|"
     body = [f"| {g['backbone']} | {g['dataset']} | {g['method']} | {g['views']} | {g['descriptions_per_class']} | "
-            f"{g['runs']} | " + " | ".join(f"{g[m + '_mean']:.2f} ± {g[m + '_std']:.2f}" for m in METRICS) + " |"
+            f"{g['runs']} | " + (" / ".join(f"{r['top1']:.2f}" for r in g["_records"]) + " | " if each else "")
+            + " | ".join(f"{g[m + '_mean']:.2f} ± {g[m + '_std']:.2f}" for m in METRICS) + " |"
             for g in groups]
     return "\n".join([head, rule, *body])
 
 
-def _seeds_record(group: dict) -> dict:
+def _group_record(group: dict, over: str) -> dict:
+    """The JSON of a group, with each run's numbers and record file (relative to this file's folder)."""
     runs = group["_records"]
     first = runs[0]
-    return {"format": SEEDS_FORMAT, "version": 1,
-            **{c: group[c] for c in SEED_COLUMNS if c != "seeds"}, "seeds": [r.get("seed") for r in runs],
-            "std": "population (ddof 0)",
-            "per_seed": [{"seed": r.get("seed"), "key": r.get("key"), **{m: r.get(m) for m in METRICS},
-                          "record": (f"{first['method']}_v{first['views']}_m{first['descriptions_per_class']}"
-                                     f"_s{r.get('seed')}.json")} for r in runs]}
+    name = f"{first['method']}_v{first['views']}_m{first['descriptions_per_class']}"
+
+    def record(r: dict) -> str:   # a split's record is in its own dataset's folder, beside this one's
+        return f"{name}_s{r.get('seed')}.json" if over == "seed" else f"../{r['_dataset']}/{name}_s{r.get('seed')}.json"
+
+    return {"format": SEEDS_FORMAT if over == "seed" else SPLITS_FORMAT, "version": 1,
+            **{c: group[c] for c in SEED_COLUMNS if c != "seeds"}, f"{over}s": [r.get(over) for r in runs],
+            **({"seed": first.get("seed")} if over == "split" else {}), "std": "population (ddof 0)",
+            f"per_{over}": [{over: r.get(over), "key": r.get("key"), **{m: r.get(m) for m in METRICS},
+                             "record": record(r)} for r in runs]}
+
+
+def _group_file(group: dict, over: str) -> str:
+    name = f"{group['method']}_v{group['views']}_m{group['descriptions_per_class']}"
+    return f"{name}_seeds.json" if over == "seed" else f"{name}_s{group['seed']}_splits.json"
+
+
+_SECTIONS = {
+    "seed": ("Over seeds", "Runs that differ by their seed alone (a method repeated with `settings.repeats`, or "
+             "swept seeds): mean ± standard deviation (population) over them."),
+    "split": ("Over splits", "Video datasets run over their splits (UCF101's three test lists, HMDB51's three "
+              "splits, Kinetics-600's three sets of 160 new classes): each split's top-1, and mean ± standard "
+              "deviation (population) over the splits, as zero-shot video papers report them."),
+}
 
 
 def write_summary(output: Path, records: Sequence[dict], config: "BenchConfig | None" = None) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.md`` and (with matplotlib) ``summary.png`` into ``output``;
     with runs over several seeds, also ``summary_seeds.csv`` and a ``<method>_v<N>_m<M>_seeds.json``
-    beside each group's run records."""
+    beside each group's run records; with video datasets over several splits, ``summary_splits.csv``
+    and a ``<method>_v<N>_m<M>_s<seed>_splits.json`` in ``runs/<backbone>/<dataset>/``."""
     output = Path(output)
     files = {"csv": output / "summary.csv", "md": output / "summary.md"}
-    groups = seed_groups(records)
     atomic_write_text(files["csv"], csv_text(records))
     text = markdown_text(records, config)
-    (output / "summary_seeds.csv").unlink(missing_ok=True)   # never one left from an earlier sweep
-    if groups:
-        files["seeds_csv"] = output / "summary_seeds.csv"
-        atomic_write_text(files["seeds_csv"], seeds_csv_text(groups))
-        text += ("\n## Over seeds\n\nRuns that differ by their seed alone (a method repeated with "
-                 "`settings.repeats`, or swept seeds): mean ± standard deviation (population) over them.\n\n"
-                 + seeds_markdown(groups) + "\n")
+    for over, groups in (("seed", seed_groups(records)), ("split", split_groups(records))):
+        table = output / f"summary_{over}s.csv"
+        table.unlink(missing_ok=True)   # never one left from an earlier sweep
+        if not groups:
+            continue
+        files[f"{over}s_csv"] = table
+        atomic_write_text(table, groups_csv_text(groups, over))
+        title, explained = _SECTIONS[over]
+        text += f"\n## {title}\n\n{explained}\n\n" + groups_markdown(groups, over) + "\n"
         for g in groups:
-            name = f"{g['method']}_v{g['views']}_m{g['descriptions_per_class']}_seeds.json"
-            write_record(output / "runs" / str(g["backbone"]) / str(g["dataset"]) / name, _seeds_record(g))
+            write_record(output / "runs" / str(g["backbone"]) / str(g["dataset"]) / _group_file(g, over),
+                         _group_record(g, over))
     atomic_write_text(files["md"], text)
     png = output / "summary.png"
     try:
@@ -204,12 +249,14 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
     views_list = config.settings.views if config else sorted({r["views"] for r in records})
     m_list = config.settings.descriptions_per_class if config else sorted({r["descriptions_per_class"] for r in records})
     has_desc = {d.name: d.descriptions is not None for d in config.datasets} if config else {}
+    videos = {d.name: d.video for d in config.datasets} if config else {}   # a video dataset's views are its own
     methods = list(dict.fromkeys(r["method"] for r in records))
     groups = list(dict.fromkeys((r["backbone"], r["dataset"]) for r in records))
     multi_backbone = len({g[0] for g in groups}) > 1
 
     def primary(r, vary: str | None = None) -> bool:
-        v, m = effective_settings(r["method"], views_list[0], m_list[0], has_desc.get(r["dataset"], True))
+        v, m = effective_settings(r["method"], views_list[0], m_list[0], has_desc.get(r["dataset"], True),
+                                  videos.get(r["dataset"]))
         return (vary == "views" or r["views"] == v) and (vary == "m" or r["descriptions_per_class"] == m)
 
     panels = ["bars"] + (["views"] if len(views_list) > 1 else []) + (["m"] if len(m_list) > 1 else [])
@@ -221,7 +268,8 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
     ax = axes[0][0]
     # each method's own N and M: what it really read at the first swept values
     desc_any = any(has_desc.values()) if has_desc else True
-    own = {m: effective_settings(m, views_list[0], m_list[0], desc_any) for m in methods}
+    only_videos = next(iter(videos.values())) if videos and all(videos.values()) else None
+    own = {m: effective_settings(m, views_list[0], m_list[0], desc_any, only_videos) for m in methods}
     width = 0.8 / max(1, len(methods))
     for j, method in enumerate(methods):
         xs, ys, errs = [], [], []
@@ -257,7 +305,9 @@ def plot_summary(records: Sequence[dict], path: Path, config: "BenchConfig | Non
         for r in records))
     over = {len(g["_records"]) for g in seed_groups(records)}
     seeds = f" (mean ± std over {', '.join(map(str, sorted(over)))} seeds)" if over else ""
-    ax.set_title(f"{', '.join(backbones)}: top-1 at N={views_list[0]}, M={m_list[0]}{seeds}", fontsize=9)
+    at = (f"{only_videos.frames}x{only_videos.crops}x{only_videos.clips} views" if only_videos
+          else f"N={views_list[0]}")
+    ax.set_title(f"{', '.join(backbones)}: top-1 at {at}, M={m_list[0]}{seeds}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylim(bottom=0)
     ax.margins(y=0.12)

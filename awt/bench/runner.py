@@ -4,7 +4,9 @@ Per (backbone, dataset, seed), image features are encoded once, for each number 
 multi-view method asks for, and every method is scored from them; methods that read view 0 alone
 take view 0 of a set already there (view 0, the plain centre crop, depends on neither the views nor
 the seed). Class prompts are encoded once per (backbone, dataset, prompt set): the template and M
-descriptions, WaffleCLIP's descriptors of a seed, or CLIP's templates (``PromptSet.key``).
+descriptions, WaffleCLIP's descriptors of a seed, or CLIP's templates (``PromptSet.key``). A video
+dataset's features are its videos' frame crops (all of them, or view 0 alone when no method of the
+group reads more), encoded once whatever the seed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..prompts import ClassPrompts, encode_classes
 from ..scoring import AWTConfig
 from ..spec import ClassifierSpec
 from .config import BenchConfig
-from .features import FeatureSet, compute_features, feature_key
+from .features import FeatureSet, compute_features, feature_file
 from .metrics import metrics_from_topk
 from .plan import Run, plan_runs
 from .prepare import PreparedDataset, load_backbone, prepare_dataset
@@ -235,9 +237,10 @@ class Sweep:
                 return next(iter(earlier.values()))
             else:
                 seeds = _unique([seed, *self.settings.seed])
-                on_disk = [(v, s) for s in seeds for v in self.settings.views if (
-                    self.cache_dir / "features" / (feature_key(backbone.fingerprint, ds.images.paths, v, s,
-                                                               self.settings.decoding) + ".pt")).is_file()]
+                video = ds.spec.video
+                counts = [video.views - 1] if video else self.settings.views   # a video's views are its own
+                on_disk = [(v, s) for s in seeds for v in counts if feature_file(
+                    self.cache_dir, backbone, ds.images.paths, v, s, self.settings.decoding, video).is_file()]
                 views, seed = distributed.broadcast(on_disk[0] if on_disk else (0, seed))  # rank 0's view of the disk
         if views not in sets:
             sets[views] = self._encode(run, views, seed, backbone, ds)
@@ -249,7 +252,7 @@ class Sweep:
         fs = compute_features(
             backbone, ds.images.paths, views=views, seed=seed, cache_dir=self.cache_dir,
             batch_size=self.batch_size, workers=self.settings.workers, shard_batches=self.settings.shard_batches,
-            description=what, decoding=self.settings.decoding,
+            description=what, decoding=self.settings.decoding, video=ds.spec.video,
             meta={"backbone": run.backbone.name, "dataset": run.dataset.name, "model": backbone.name},
         )
         self.batch_size = fs.batch_size

@@ -115,7 +115,9 @@ def read_hmdb51(root: str | os.PathLike, split: int, classnames: str | os.PathLi
     root, split = Path(root), _check_split(split)
     suffix = f"_test_split{split}.txt"
     for folder in ("", "testTrainMulti_7030_splits", "annotations"):
-        found = sorted(p for p in (root / folder).glob(f"*{suffix}") if p.is_file()) if (root / folder).is_dir() else []
+        found = [p for p in (root / folder).glob(f"*{suffix}") if p.is_file()] if (root / folder).is_dir() else []
+        # by class name, not file name: climb before climb_stairs ('_' sorts before 't' of "_test")
+        found.sort(key=lambda p: p.name[: -len(suffix)])
         if found:
             break
     else:

@@ -1,4 +1,4 @@
-"""``awt classify``: images in, ranked classes out, each image's result as soon as it is ready."""
+"""``awt classify``: images and videos in, ranked classes out, each result as soon as it is ready."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ METHODS_EPILOG = _methods_epilog()
 
 def classify(
     images: List[Path] = typer.Argument(..., readable=False, show_default=False,
-                                        help="Image files or directories (walked recursively)."),
+                                        help="Image or video files, or directories (walked recursively)."),
     classes: Path = typer.Option(..., "--classes", help="Class names, one per line ('#' comments, blank lines "
                                  "ignored).", show_default=False),
     descriptions: Optional[Path] = typer.Option(None, help="Descriptions JSON: {class: [sentences]} or an "
@@ -64,29 +64,35 @@ def classify(
     cache_dir: Optional[Path] = typer.Option(None, help=f"Embedding cache folder (default ${defaults.CACHE_ENV} "
                                              "or ~/.cache/awt).", show_default=False),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache."),
-    max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=0, help="Refuse images of more pixels than this "
-                                   "(width x height, as stored) as possible decompression bombs; 0: no limit. Large "
-                                   "JPEGs are decoded at reduced size whatever the limit."),
+    max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=0, help="Refuse images (and video frames) of more "
+                                   "pixels than this (width x height, as stored) as possible decompression bombs; 0: "
+                                   "no limit. Large JPEGs are decoded at reduced size whatever the limit."),
+    frames: int = typer.Option(defaults.VIDEO_FRAMES, min=1, help="Video: frames per clip (views: frames x crops "
+                               "x clips; view 0 is the centre crop of the middle frame of the middle clip)."),
+    crops: int = typer.Option(defaults.VIDEO_CROPS, min=1, max=3, help="Video: square crops per frame, across its "
+                              "long side."),
+    clips: int = typer.Option(defaults.VIDEO_CLIPS, min=1, help="Video: clips spread over the video."),
 ) -> None:
-    """Classify images zero-shot among the classes in --classes."""
+    """Classify images and videos zero-shot among the classes in --classes."""
     from ..files import default_cache_dir
     from ..images import Decoding
     from ..spec import ClassifierSpec
+    from ..video_sampling import VideoSampling
 
     spec = ClassifierSpec.from_files(
         classes, descriptions, descriptions_per_class=descriptions_per_class,
         allow_fewer_descriptions=allow_fewer_descriptions, template=template, method=method, views=views, seed=seed,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-        decoding=Decoding(max_pixels=max_pixels or None))
+        decoding=Decoding(max_pixels=max_pixels or None), video=VideoSampling(frames, crops, clips))
 
     from .. import distributed
     from ..backbones import create_backbone
     from ..classifier import create_classifier
-    from ..images import find_images
+    from ..inputs import find_inputs
 
-    paths = find_images([str(p) for p in images])
+    paths = find_inputs([str(p) for p in images])
     if not paths:
-        raise AWTError("no images found in " + ", ".join(map(str, images)))
+        raise AWTError("no images or videos found in " + ", ".join(map(str, images)))
     distributed.init(device)   # one process unless started by torchrun
     try:
         backbone = create_backbone(model, pretrained, distributed.rank_device(device), precision)
