@@ -134,15 +134,17 @@ class ViewLoader:
             prefetch_factor=4 if num_workers else None, worker_init_fn=_quiet_lost_peers if num_workers else None,
         )
 
-    def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int) -> Iterator["HostBatch"]:
-        """Host batches of ``items`` in order: (indices, errors, view 0, packed random views)."""
+    def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int,
+                 ramp: bool = True) -> Iterator["HostBatch"]:
+        """Host batches of ``items`` in order: (indices, errors, view 0, packed random views);
+        ``ramp``: the first batches 1, 2, 4, ... images (see :func:`batch_sizes`)."""
         if self._busy:  # a call still open (an unfinished generator): serve this one apart
             apart = ViewLoader(*self._args, persistent=False, decoding=self.decoding)
-            yield from apart(items, n_random, seed, batch_size)
+            yield from apart(items, n_random, seed, batch_size, ramp)
             return
         keys = [(i, sendable(item), n_random, seed) for i, item in enumerate(items)]
         start, batches = 0, []
-        for size in batch_sizes(len(keys), max(1, batch_size), ramp=True):
+        for size in batch_sizes(len(keys), max(1, batch_size), ramp=ramp):
             batches.append(keys[start : start + size])
             start += size
         self._busy = True
