@@ -18,8 +18,6 @@ import time
 
 import pytest
 
-pytest.importorskip("fastapi", reason="awt serve needs the serve extra: pip install 'awt[serve]'")
-
 from conftest import REPO, SERVE_MAX_PIXELS, SERVE_VIEWS  # noqa: E402
 from serve_server import ServeProcess, multipart, wait_until  # noqa: E402
 
@@ -224,6 +222,7 @@ def test_concurrent_clients_are_batched_with_the_same_results(served, labeled_im
 def slow(tiny_model_name, tmp_path_factory):
     """A server whose batches wait 1.5 s for more images (so that the queue can be seen full, and a
     request be in flight when SIGTERM comes), with an API key."""
+    pytest.importorskip("fastapi", reason="awt serve needs the serve extra: pip install 'awt[serve]'")
     with ServeProcess(["--model", tiny_model_name, "--pretrained", "none", "--views", "1", "--max-wait-ms", "1500",
                        "--batch-size", "8", "--queue-size", "4", "--max-images", "4", "--api-key", "s3cret",
                        "--cache-dir", str(tmp_path_factory.mktemp("slow-cache"))]) as server:
@@ -287,11 +286,23 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(slow):
 
 # -- the command ----------------------------------------------------------------------------------
 
+def _run_serve(*args: str, hide: str | None = None) -> subprocess.CompletedProcess:
+    """``awt serve ARGS`` in a fresh interpreter; ``hide``: a module it then cannot import."""
+    code = (f"import sys\nsys.modules[{hide!r}] = None\n" if hide else "import sys\n") + \
+        f"sys.argv = ['awt', 'serve', *{list(args)!r}]\nfrom awt.cli import main\nmain()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
+def test_without_the_extra_the_command_says_which(tmp_path):
+    r = _run_serve("--model", "no-such-model", hide="fastapi")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == ["error: awt serve needs fastapi: pip install 'awt[serve]'"]
+
+
 def test_the_command_refuses_before_loading_anything(tmp_path):
-    def run(*args, env=None):
-        return subprocess.run([sys.executable, "-m", "awt", "serve", *args], capture_output=True, text=True,
-                              cwd=REPO, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
-                                                          **(env or {})})
+    pytest.importorskip("fastapi", reason="awt serve needs the serve extra: pip install 'awt[serve]'")
+    run = _run_serve
 
     exposed = run("--host", "0.0.0.0", "--model", "no-such-model")
     assert exposed.returncode == 1

@@ -48,8 +48,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --api-key."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port (0: any free one, said on start)."),
     api_key: Optional[str] = typer.Option(None, envvar=KEY_ENV, show_default=False,
-                                          help=f"Key every request must carry (Authorization: Bearer KEY, or "
-                                          f"X-API-Key); also read from ${KEY_ENV}."),
+                                          help="Key every request must carry (Authorization: Bearer KEY, or "
+                                          "X-API-Key); better given in the environment than on a command line, "
+                                          "which other users can see."),
     batch_size: int = typer.Option(_BATCHING.batch_size, min=1, help="Images scored together at most."),
     max_wait_ms: float = typer.Option(_BATCHING.max_wait * 1000, min=0, help="How long a batch waits for more "
                                       "images after its first (milliseconds)."),
@@ -105,7 +106,7 @@ def serve(
                     request_timeout=request_timeout)
     batching = Batching(batch_size=batch_size, max_wait=max_wait_ms / 1000, queue_size=queue_size, workers=workers)
     started = time.perf_counter()
-    server = _build(model, pretrained, device, precision, base, start_spec, str(classes) if classes else None,
+    server = _build(model, pretrained, device, precision, base, start_spec, classes.name if classes else None,
                     limits, batching, api_key, top_k)
     _run(server, sock, started)
 
