@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import AWTError, first_line
@@ -126,7 +127,11 @@ def create_app(server: Server) -> FastAPI:
         The answer: ``{"class_set", "method", "results": [...]}``, each result as ``awt classify
         --json`` prints it. An image that cannot be read is a result with an ``error``; when no
         image of the request can be, the answer is an error (422, or 413 over the pixel limit)."""
-        req = await read_classify(request, server.limits)
+        try:
+            req = await read_classify(request, server.limits)
+        except ClientDisconnect:   # gone mid-upload
+            server.metrics.disconnects.inc()
+            return Response(status_code=499)
         method_name = check_method(req.method or server.defaults.method)
         chosen = _class_set(server, req.class_set, req.classes, req.template)
         items = [Item(name_, data, chosen, method_name, req.top_k or server.defaults.top_k,
