@@ -15,6 +15,7 @@ from ..serve.settings import Batching, Limits
 
 _LIMITS, _BATCHING = Limits(), Batching()
 KEY_ENV = "AWT_API_KEY"
+MAX_CONNECTIONS = 1000   # connections and requests at once; uvicorn answers 503 beyond
 
 
 def serve(
@@ -177,7 +178,7 @@ def _run(server, sock, started: float) -> None:
     server.batcher.start()
     config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=max(5.0, server.limits.request_timeout + 5),
-                            limit_concurrency=None, timeout_keep_alive=5)
+                            limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5)
     httpd = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -86,7 +86,11 @@ function fields(form) {
 
 async function classify(event) {
   event.preventDefault();
-  if ($("key-row").hidden === false && $("key").value) sessionStorage.setItem("awt-key", $("key").value);
+  if ($("key-row").hidden === false && $("key").value) {
+    sessionStorage.setItem("awt-key", $("key").value);
+    if (!state.info) await load();   // the first answers were 401s: ask again, with the key
+    if (!state.info) return;
+  }
   if (!state.files.length) { say("choose an image first", true); return; }
   const form = new FormData();
   for (const file of state.files) form.append("image", file, file.name);
