@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,bench,hf]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,bench,hf,serve]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -166,11 +166,13 @@ class ViewLoader(WorkerLoader):
         super().__init__(ViewSource(preprocess, max_short_side, decoding), collate_views, num_workers, pin_memory,
                          persistent)
 
-    def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int) -> Iterator["HostBatch"]:
-        """Host batches of ``items`` in order: (indices, errors, view 0, packed random views)."""
+    def __call__(self, items: Sequence[ImageInput], n_random: int, seed: int, batch_size: int,
+                 ramp: bool = True) -> Iterator["HostBatch"]:
+        """Host batches of ``items`` in order: (indices, errors, view 0, packed random views);
+        ``ramp``: the first batches 1, 2, 4, ... images (see :func:`batch_sizes`)."""
         keys = [(i, sendable(item), n_random, seed) for i, item in enumerate(items)]
         start, batches = 0, []
-        for size in batch_sizes(len(keys), max(1, batch_size), ramp=True):
+        for size in batch_sizes(len(keys), max(1, batch_size), ramp=ramp):
             batches.append(keys[start : start + size])
             start += size
         return self.run(batches)

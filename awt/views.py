@@ -42,6 +42,7 @@ def encode_views(
     batch_size: int = defaults.BATCH_SIZE,
     num_workers: int | None = None,
     decoding: Decoding = Decoding(),
+    ramp: bool = True,
 ) -> Iterator[ViewFeatures]:
     """Encode view 0 and ``views`` random views of each image, in input order, batch by batch.
 
@@ -53,13 +54,14 @@ def encode_views(
     ``decoding`` says how files are read (:class:`~awt.images.Decoding`): by default images of more
     than its ``max_pixels`` are refused as possible decompression bombs, images are turned upright by
     their EXIF orientation, large JPEGs are decoded at a reduced size and the views' source is capped.
+    ``ramp=False``: whole batches from the start (a server that has gathered a batch wants it at once).
     """
     if views < 0:
         raise ValueError(f"views must be >= 0, got {views}")
     if num_workers is None:
         num_workers = default_workers(len(images), batch_size)
     loader_batch = max(1, batch_size // 4) if num_workers > 0 else batch_size
-    batches = view_loader(backbone, num_workers, decoding)(images, views, seed, loader_batch)
+    batches = view_loader(backbone, num_workers, decoding)(images, views, seed, loader_batch, ramp)
     for batch in to_device(batches, backbone.device):
         host = batch.host
         if not host.indices:

@@ -196,3 +196,28 @@ def make_example_images(root: Path) -> ExampleImages:
 def labeled_images(tmp_path_factory) -> ExampleImages:
     """16 images (4 classes x 4; JPEG and PNG) with labels.csv and a descriptions file; no ../shared needed."""
     return make_example_images(tmp_path_factory.mktemp("examples") / "images")
+
+
+# -- a real `awt serve` process (tests/serve_server.py) ---------------------------------------------
+
+SERVE_VIEWS = 3          # few views: the tests check equality and behaviour, not accuracy
+SERVE_MAX_PIXELS = 1_000_000
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, tiny_model_name, labeled_images):
+    """``awt serve`` on 127.0.0.1 with the tiny model, the example classes as its own set, and small
+    limits (8 images, 1 MiB, 10 inline classes, 1 MP images, bodies within 2 s)."""
+    pytest.importorskip("fastapi", reason="awt serve needs the serve extra: pip install 'awt[serve]'")
+    from serve_server import ServeProcess
+
+    work = tmp_path_factory.mktemp("serve")
+    classes = work / "classes.txt"
+    classes.write_text("\n".join(labeled_images.classnames) + "\n")
+    server = ServeProcess(["--model", tiny_model_name, "--pretrained", "none", "--classes", str(classes),
+                           "--views", str(SERVE_VIEWS), "--max-pixels", str(SERVE_MAX_PIXELS), "--max-images", "8",
+                           "--max-upload-mb", "1", "--max-classes", "10", "--batch-size", "8", "--max-wait-ms", "50",
+                           "--queue-size", "32", "--upload-timeout", "2", "--cache-dir", str(work / "cache")])
+    server.classes_file, server.cache_dir = classes, work / "cache"
+    yield server
+    server.stop()

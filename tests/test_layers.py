@@ -22,12 +22,14 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """The awt modules ``path`` imports at module level (absolute names)."""
+def _imports(path: Path, lazy: bool = False) -> set[str]:
+    """The awt modules ``path`` imports at module level (absolute names); ``lazy``: those imported
+    inside functions too."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.parse(path.read_text()).body:  # module level only: imports inside functions are lazy
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree) if lazy else tree.body:  # module level: imports inside functions are lazy
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("awt")}
         elif isinstance(node, ast.ImportFrom):
@@ -44,11 +46,24 @@ def _imports(path: Path) -> set[str]:
     return {m for m in found if m in modules and m != name}
 
 
-def test_nothing_below_the_cli_imports_it_and_there_are_no_cycles():
+# The layers, bottom up: a module imports its own layer and those below it, never one above. The
+# front ends sit on the library: the HTTP service (awt.serve) and, above it, the command line,
+# whose `awt serve` starts it. First match wins.
+LAYERS = [("awt.__main__", 2), ("awt.cli", 2), ("awt.serve", 1), ("awt", 0)]
+LAYER_NAMES = {0: "the library", 1: "the HTTP service", 2: "the command line"}
+
+
+def _layer(module: str) -> int:
+    return next(level for prefix, level in LAYERS if module == prefix or module.startswith(prefix + "."))
+
+
+def test_imports_run_down_the_layers_and_there_are_no_cycles():
     graph = {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
-    for module, deps in graph.items():
-        if not module.startswith("awt.cli") and module != "awt.__main__":
-            assert not any(d.startswith("awt.cli") for d in deps), f"{module} imports the CLI"
+    assert {_layer(m) for m in graph} == set(LAYER_NAMES)
+    for module, deps in {_module_name(p): _imports(p, lazy=True) for p in PACKAGE.rglob("*.py")}.items():
+        for dep in deps:
+            assert _layer(dep) <= _layer(module), \
+                f"{module} ({LAYER_NAMES[_layer(module)]}) imports {dep} ({LAYER_NAMES[_layer(dep)]})"
     # a package's __init__ importing its own submodules is not a cycle of the layers
     edges = {m: {d for d in deps if not (m == d.rsplit(".", 1)[0] and PACKAGE.joinpath(
         *m.split(".")[1:], "__init__.py").is_file())} for m, deps in graph.items()}
@@ -72,7 +87,7 @@ def test_nothing_below_the_cli_imports_it_and_there_are_no_cycles():
 def _modules_after(code: str) -> list[str]:
     """Heavy modules loaded by ``code`` in a fresh interpreter."""
     probe = code + "\nimport json, sys\nprint(json.dumps([m for m in ('torch', 'open_clip', 'torchvision', " \
-                   "'transformers', 'numpy') if m in sys.modules]))"
+                   "'transformers', 'numpy', 'fastapi', 'uvicorn') if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                          cwd=PACKAGE.parent)
     assert out.returncode == 0, out.stderr
@@ -84,6 +99,7 @@ def test_help_and_describe_start_without_torch(tmp_path):
            "except SystemExit:\n    pass")
     assert _modules_after(run.format(args=["--help"])) == []
     assert _modules_after(run.format(args=["describe", "--help"])) == []
+    assert _modules_after(run.format(args=["serve", "--help"])) == []
     assert _modules_after(run.format(args=["--version"])) == []
     # a whole `awt describe` run (its questions given, against a local server) loads no torch either
     sys.path.insert(0, str(Path(__file__).parent))

@@ -1,4 +1,4 @@
-"""The command line: ``awt classify``, ``awt describe``, ``awt bench``, ``awt models``.
+"""The command line: ``awt classify``, ``awt describe``, ``awt bench``, ``awt models``, ``awt serve``.
 
 This package is the only place that knows about typer, exit codes and stderr; the library below it
 never imports it. Each command module imports only light modules at load time (its heavy imports
@@ -150,10 +150,12 @@ def _register() -> None:
     from .classify import classify
     from .describe import describe
     from .models import models
+    from .serve import serve
 
     from .classify import METHODS_EPILOG
 
-    for name, command in (("classify", classify), ("describe", describe), ("bench", bench), ("models", models)):
+    for name, command in (("classify", classify), ("describe", describe), ("bench", bench), ("models", models),
+                          ("serve", serve)):
         app.command(name, epilog=METHODS_EPILOG if name == "classify" else None)(user_errors(command))
 
 

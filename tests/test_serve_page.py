@@ -1,0 +1,103 @@
+"""The page of `awt serve` in a real browser: the system's headless Chromium, driven by Playwright.
+
+Skipped, with the reason, where no Chromium is installed (``apt-get install chromium``) or Playwright
+is missing; nothing else depends on it. ``AWT_SCREENSHOTS=DIR`` keeps the screenshots there.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium): the page's browser test is skipped")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        # no sandbox: tests may run as root, where Chromium refuses its sandbox
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    keep = os.environ.get("AWT_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(keep) / name)
+    return path
+
+
+def test_the_page_classifies_dropped_and_chosen_images(browser, served, labeled_images, tmp_path):
+    base = f"http://127.0.0.1:{served.port}"
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    problems, requested = [], []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("request", lambda r: requested.append(r.url))
+    page.goto(base + "/")
+    page.wait_for_function("document.querySelector('#set').options.length > 0 && "
+                           "document.querySelector('#method').options.length > 0")
+    assert "(4 classes, default)" in page.inner_text("#set")
+
+    # two images chosen with the file input, scored against the server's own class set
+    paths = [labeled_images.rows[0][0], labeled_images.rows[9][0]]
+    page.set_input_files("#files", [str(p) for p in paths])
+    page.click("#go")
+    page.wait_for_selector(".card:nth-child(2) .ranks li")
+    shown = page.eval_on_selector_all(".card", "cards => cards.map(c => [c.querySelector('h2').textContent, "
+                                      "[...c.querySelectorAll('.ranks li')].map(li => li.children[1].textContent)])")
+    expected = served.classify([(p.name, p.read_bytes()) for p in paths]).json()["results"]
+    assert shown == [[r["image"], [p["class"] for p in r["predictions"]]] for r in expected]
+    assert page.is_hidden(".card .explain")   # this server has no explanations
+    assert "2 images in" in page.inner_text("#status")
+    first = _shot(page, tmp_path, "serve-page-1280.png")
+
+    # an image dropped on the page, typed classes
+    data = base64.b64encode(labeled_images.rows[12][0].read_bytes()).decode()
+    dropped = page.evaluate_handle(
+        "data => { const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0)); const t = new DataTransfer(); "
+        "t.items.add(new File([bytes], 'dropped.png', {type: 'image/png'})); return t; }", data)
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    page.check("input[name=source][value=typed]")
+    page.fill("#classes", "rocket\nastronaut\n")
+    page.select_option("#method", "clip")
+    page.click("#go")
+    page.wait_for_function("document.querySelectorAll('.card').length === 1 && "
+                           "document.querySelector('.card h2').textContent === 'dropped.png'")
+    ranked = page.eval_on_selector_all(".card .ranks li", "lis => lis.map(li => li.children[1].textContent)")
+    assert sorted(ranked) == ["astronaut", "rocket"]
+    assert "(clip)" in page.inner_text("#status")
+
+    # a file that is not an image: its error, on the page, in one line (the browser itself logs the
+    # answer's status, 422, as a failed resource: that line, and nothing else)
+    assert problems == []
+    page.set_input_files("#files", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not pixels"}])
+    page.click("#go")
+    page.wait_for_selector(".card .error:not([hidden])")
+    assert page.inner_text(".card .error") == "not an image (or an unsupported format)"
+    assert [p for p in problems if "status of 422" not in p] == [] and len(problems) == 1
+    problems.clear()
+
+    page.set_input_files("#files", [str(p) for p in paths])
+    page.click("#go")
+    page.wait_for_selector(".card:nth-child(2) .ranks li")
+    page.set_viewport_size({"width": 390, "height": 844})
+    phone = _shot(page, tmp_path, "serve-page-390.png")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390   # nothing wider than a phone
+    assert first.stat().st_size > 10_000 and phone.stat().st_size > 10_000
+    assert problems == []
+    assert all(url.startswith(base + "/") or url.startswith("blob:") or url.startswith("data:") for url in requested), \
+        requested
+    page.close()
