@@ -4,7 +4,7 @@ Shapes as everywhere in the engine: image views ``(batch, views, dim)`` (view 0 
 crop), class prompts ``(classes, prompts, dim)`` with an optional ``(classes, prompts)`` mask of the
 real ones, ``(batch, classes)`` out. Every image's scores depend on that image alone: the iterative
 methods (MTA's mean shift, AutoCLIP's bisection) keep a convergence state per image, and no loop
-runs over images. The literal per-image versions are in :mod:`awt.reference_rivals`.
+runs over images. The literal per-image versions are in :mod:`awt.oracles.rivals`.
 
 The hyper-parameters default to the authors' published code (links in each docstring); a variant is
 ``functools.partial(zero_scores, gamma=0.1)`` registered as a method of its own.

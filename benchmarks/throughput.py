@@ -40,7 +40,7 @@ from awt.spec import ClassifierSpec
 from awt.prompts import ClassPrompts
 from awt.images import find_images, load_image
 from awt.views import default_workers
-from awt.reference import paper_awt_scores_single
+from awt.oracles.awt import paper_awt_scores_single
 from awt.scoring import awt_scores, awt_scores_from_features
 from awt.transport import sinkhorn
 

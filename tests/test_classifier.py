@@ -12,7 +12,7 @@ from awt import AWTClassifier, AWTError, ClassifierSpec
 from awt.augment import crop_views, image_seed, pack_views, sample_views
 from awt.images import load_image
 from awt.loading import view_loader
-from awt.reference import paper_awt_scores
+from awt.oracles.awt import paper_awt_scores
 
 EXAMPLES = ["astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg"]
 CLASSES = ["astronaut", "cat", "cup of coffee", "rocket", "airplane"]

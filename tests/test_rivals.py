@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from numpy.testing import assert_allclose
 
 from awt import methods, rivals
-from awt import reference_rivals as R
+from awt.oracles import rivals as R
 from awt.bench.plan import effective_settings
 from awt.prompt_sets import WAFFLE_PAIRS, Waffle, build_prompts
 from awt.waffle import descriptor_clause, waffle_descriptors, word_list

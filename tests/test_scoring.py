@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from numpy.testing import assert_allclose
 
 from awt import awt_scores, awt_scores_from_features, sinkhorn
-from awt.reference import paper_awt_scores, paper_awt_single, paper_sinkhorn_iterations
+from awt.oracles.awt import paper_awt_scores, paper_awt_single, paper_sinkhorn_iterations
 from awt.scoring import (AWTConfig, awt_explain, awt_marginals, awt_problem, awt_problem_from_logits, clip_scores,
                          ensemble_scores, solve, transport_scores)
 from awt.transport import Solution

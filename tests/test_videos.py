@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from video_files import VP8, read_number, write_video  # noqa: E402
 
-from awt.reference_video import reference_views  # noqa: E402
+from awt.oracles.video import reference_views  # noqa: E402
 from awt.video_sampling import (VideoSampling, counted_indices, crop_boxes, indexed_windows, scaled_size,  # noqa: E402
                                 spatial_indices, view_order, view_zero, window_positions)
 from awt.video_views import cut_video_views, encode_videos  # noqa: E402

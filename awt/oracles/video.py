@@ -19,7 +19,7 @@ import av
 import numpy as np
 import torch
 
-from .video_sampling import VideoSampling
+from ..video_sampling import VideoSampling
 
 
 @dataclass
