@@ -156,6 +156,24 @@ def test_every_refusal_is_one_json_error(served, labeled_images):
     assert served.request("GET", "/readyz").json()["ready"] is True   # and it goes on
 
 
+def _read_reply(sock: socket.socket) -> str:
+    """A whole HTTP reply: the headers and ``content-length`` bytes of body (they may come apart)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def _content_length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
 def test_a_slow_upload_is_408_and_the_others_are_answered(served, labeled_images):
     """A client sending a byte every 0.3 s is cut off after the upload timeout (2 s here); a
     request meanwhile is answered as usual."""
@@ -175,7 +193,7 @@ def test_a_slow_upload_is_408_and_the_others_are_answered(served, labeled_images
     writer.start()
     start = time.monotonic()
     answered.append(served.classify([("a.jpg", labeled_images.rows[1][0].read_bytes())]).status)
-    reply = sock.recv(65536).decode()
+    reply = _read_reply(sock)
     took = time.monotonic() - start
     sock.close()
     writer.join()
