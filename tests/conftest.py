@@ -210,7 +210,7 @@ def served(tmp_path_factory, tiny_model_name, labeled_images):
     """``awt serve`` on 127.0.0.1 with the tiny model, the example classes as its own set, and small
     limits (8 images, 1 MiB, 10 inline classes, 1 MP images, bodies within 2 s)."""
     pytest.importorskip("fastapi", reason="awt serve needs the serve extra: pip install 'awt[serve]'")
-    from serve_server import ServeProcess
+    from support.serve_server import ServeProcess
 
     work = tmp_path_factory.mktemp("serve")
     classes = work / "classes.txt"
