@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench-smoke throughput gpu-check gpu-wheels clean
+.PHONY: setup demo test test-fast bench-smoke throughput gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)   # the unit and integration layers without the slow tests: about a minute
+	$(BIN)/python -m pytest -q -m "not slow and not e2e and not gpu"
 
 bench-smoke: $(STAMP)
 	$(BIN)/awt bench benchmarks/configs/smoke.yaml --output runs/smoke

@@ -5,11 +5,11 @@
     python benchmarks/bad_inputs.py --only fifo-input,bench-epsilon-0 --fresh
 
 Every case runs a real command (``awt classify``, ``awt bench``, ``awt describe``, ``torchrun``, a
-short Python program) on real files made for it: see tests/bad_input_cases.py for the cases and what
-each must do, tests/bad_input_runner.py for how they run (forked from one server that imported awt
+short Python program) on real files made for it: see tests/support/bad_input_cases.py for the cases and what
+each must do, tests/support/bad_input_runner.py for how they run (forked from one server that imported awt
 once, unless a case needs a process of its own, or ``--fresh``) and are judged. Cases that need a
 small filesystem mount a tmpfs; where mounting is not permitted they are skipped, with the reason.
-tests/test_bad_inputs.py asserts every verdict. About 2-4 minutes on a 2-core machine.
+tests/e2e/test_bad_inputs.py asserts every verdict. About 2-4 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from bad_input_cases import CASES  # noqa: E402
-from bad_input_runner import message_of, run_cases  # noqa: E402
-from bad_input_world import World  # noqa: E402
+from support.bad_input_cases import CASES  # noqa: E402
+from support.bad_input_runner import message_of, run_cases  # noqa: E402
+from support.bad_input_world import World  # noqa: E402
 
 
 def _cell(text: str, width: int) -> str:

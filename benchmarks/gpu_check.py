@@ -8,7 +8,7 @@ Steps, each in a process of its own with its own time limit (a crash or a hang c
 only; the next one still runs), all within one budget counted from --started-at (make's start, so
 the install counts too):
   environment  install the carried wheels; versions, the GPU, its peak, a measured fp16 matrix product
-  tests        tests/test_gpu.py and every test with a CUDA variant (gpu_steps.select_tests)
+  tests        tests/gpu/test_gpu.py and every test with a CUDA variant (gpu_steps.select_tests)
   vit_b16      ViT-B-16 (random weights, fp16, 1,000 classes, N = M = 50): bare encoder, encode-only,
                AWT end to end, as images/s, views/s and MFU; awt/encode and encode/bare
   vit_l14      the same for ViT-L-14

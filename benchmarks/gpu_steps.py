@@ -124,7 +124,7 @@ def select_tests(tests: Path) -> tuple[list[str], list[str]]:
     names CUDA; a parametrised one that names it only in its parameters, for the cases that do.
     """
     nodes, by_params = [], []
-    for path in sorted(tests.glob("test_*.py")):
+    for path in sorted(tests.rglob("test_*.py")):
         if path.name in NOT_SELECTED:
             continue
         text = path.read_text(encoding="utf-8")
@@ -177,7 +177,7 @@ class _Selection:
 
 
 def tests(plan: dict, res: Result) -> bool:
-    """tests/test_gpu.py and every test with a CUDA variant (collected only in the CPU rehearsal:
+    """tests/gpu/test_gpu.py and every test with a CUDA variant (collected only in the CPU rehearsal:
     the test suite runs them on the CPU anyway)."""
     import pytest
 

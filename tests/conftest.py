@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LAYERS = ("unit", "integration", "e2e", "gpu")
 SHARED = Path(os.environ.get("AWT_TEST_SHARED") or REPO.parent / "shared")
 EXAMPLES = REPO / "awt" / "data" / "examples"
 
@@ -198,7 +199,7 @@ def labeled_images(tmp_path_factory) -> ExampleImages:
     return make_example_images(tmp_path_factory.mktemp("examples") / "images")
 
 
-# -- a real `awt serve` process (tests/serve_server.py) ---------------------------------------------
+# -- a real `awt serve` process (tests/support/serve_server.py) ---------------------------------------------
 
 SERVE_VIEWS = 3          # few views: the tests check equality and behaviour, not accuracy
 SERVE_MAX_PIXELS = 1_000_000
@@ -209,7 +210,7 @@ def served(tmp_path_factory, tiny_model_name, labeled_images):
     """``awt serve`` on 127.0.0.1 with the tiny model, the example classes as its own set, and small
     limits (8 images, 1 MiB, 10 inline classes, 1 MP images, bodies within 2 s)."""
     pytest.importorskip("fastapi", reason="awt serve needs the serve extra: pip install 'awt[serve]'")
-    from serve_server import ServeProcess
+    from support.serve_server import ServeProcess
 
     work = tmp_path_factory.mktemp("serve")
     classes = work / "classes.txt"
@@ -221,3 +222,14 @@ def served(tmp_path_factory, tiny_model_name, labeled_images):
     server.classes_file, server.cache_dir = classes, work / "cache"
     yield server
     server.stop()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark each test with its layer (its folder) and ``shared`` where it reads ../shared."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        layer = Path(str(item.fspath)).resolve().relative_to(tests).parts[0]
+        if layer in LAYERS:
+            item.add_marker(layer)
+        if "shared_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker("shared")

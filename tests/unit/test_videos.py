@@ -5,7 +5,6 @@ unreadable videos reported in one line each."""
 from __future__ import annotations
 
 import os
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,15 +12,13 @@ import av
 import numpy as np
 import pytest
 import torch
+from support.video_files import VP8, read_number, write_video
 
-sys.path.insert(0, str(Path(__file__).parent))
-from video_files import VP8, read_number, write_video  # noqa: E402
-
-from awt.oracles.video import reference_views  # noqa: E402
-from awt.video_sampling import (VideoSampling, counted_indices, crop_boxes, indexed_windows, scaled_size,  # noqa: E402
+from awt.oracles.video import reference_views
+from awt.video_sampling import (VideoSampling, counted_indices, crop_boxes, indexed_windows, scaled_size,
                                 spatial_indices, view_order, view_zero, window_positions)
-from awt.video_views import cut_video_views, encode_videos  # noqa: E402
-from awt.videos import (VideoError, VideoSource, collate_videos, find_videos, probe_video,  # noqa: E402
+from awt.video_views import cut_video_views, encode_videos
+from awt.videos import (VideoError, VideoSource, collate_videos, find_videos, probe_video,
                         sample_video)
 
 SAMPLING = VideoSampling()

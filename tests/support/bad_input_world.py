@@ -1,4 +1,4 @@
-"""The files the bad-input cases read (tests/bad_input_cases.py), made once under one folder: a tiny
+"""The files the bad-input cases read (tests/support/bad_input_cases.py), made once under one folder: a tiny
 open_clip model and damaged copies of it (checkpoints empty, truncated, of another architecture, with
 NaN weights; configs with wrong keys), a tiny transformers CLIP without its tokenizer or weights,
 odd image files (truncated, an EPS renamed .jpg, a FIFO, a JPEG with corrupt EXIF), small bench
@@ -15,10 +15,9 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "awt" / "data" / "examples"
 TINY = {
     "model_cfg": {"embed_dim": 64,
@@ -84,7 +83,7 @@ class World:
         self._checkpoints()
         self._hf()
         self._bench()
-        from bad_input_videos import make_videos
+        from support.bad_input_videos import make_videos
 
         make_videos(r / "videos")
         return self
@@ -176,10 +175,9 @@ class World:
     def _hf(self) -> None:
         r = self.root
         try:
-            sys.path.insert(0, str(REPO / "tests"))
-            from hf_models import build
+            from support.hf_models import build
         except ImportError:
-            self.hf_error = "tests/hf_models.py not importable"
+            self.hf_error = "tests/support/hf_models.py not importable"
             return
         self.hf_error = None
         with contextlib.redirect_stderr(io.StringIO()):

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from conftest import write_tiny_model
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "awt" / "data" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "awt" / "data" / "examples"
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from support.video_files import write_video
 
-sys.path.insert(0, str(Path(__file__).parent))
-from video_files import write_video  # noqa: E402
-
-from awt.classes import read_class_file  # noqa: E402
-from awt.bench.video_datasets import (VIDEO_READERS, k600_test_classes, read_hmdb51, read_k600_zsl,  # noqa: E402
+from awt.classes import read_class_file
+from awt.bench.video_datasets import (VIDEO_READERS, k600_test_classes, read_hmdb51, read_k600_zsl,
                                       read_ucf101, ucf101_name)
-from awt.errors import AWTError  # noqa: E402
-from awt.videos import sample_video  # noqa: E402
-from awt.video_sampling import VideoSampling  # noqa: E402
+from awt.errors import AWTError
+from awt.videos import sample_video
+from awt.video_sampling import VideoSampling
 
-CLASSNAMES = Path(__file__).resolve().parents[1] / "benchmarks" / "classnames" / "video"
+CLASSNAMES = Path(__file__).resolve().parents[2] / "benchmarks" / "classnames" / "video"
 
 
 @pytest.fixture(scope="module")

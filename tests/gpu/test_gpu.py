@@ -18,7 +18,7 @@ from awt.loading import to_device, view_loader
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "awt" / "data" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "awt" / "data" / "examples"
 CLASSES = ["astronaut", "cat", "cup of coffee", "rocket", "airplane"]
 
 

@@ -1,4 +1,4 @@
-"""Runs the cases of tests/bad_input_cases.py and judges them.
+"""Runs the cases of tests/support/bad_input_cases.py and judges them.
 
 By default the commands run in processes forked from one server that has imported awt (from the
 checkout under test), torch and open_clip once: about 0.2-3 s a case instead of 3-8 s. Cases whose
@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bad_input_cases import Case, Command, Result  # noqa: E402
-from bad_input_world import World  # noqa: E402
+if __name__ == "__main__":   # run as a script (the case server): tests/ holds the support package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.bad_input_cases import Case, Command, Result  # noqa: E402
+from support.bad_input_world import World  # noqa: E402
 
 SUMMARY_LINE = re.compile(r"^\d+ of \d+ input\(s\) could not be (read|classified)")
 

@@ -14,7 +14,7 @@ import torch
 from awt import AWTClassifier, ClassifierSpec
 from awt.methods import METHODS, Method, get_method, register, score, unregister
 
-PACKAGE = Path(__file__).resolve().parents[1] / "awt"
+PACKAGE = Path(__file__).resolve().parents[2] / "awt"
 
 
 def _module_name(path: Path) -> str:
@@ -102,8 +102,7 @@ def test_help_and_describe_start_without_torch(tmp_path):
     assert _modules_after(run.format(args=["serve", "--help"])) == []
     assert _modules_after(run.format(args=["--version"])) == []
     # a whole `awt describe` run (its questions given, against a local server) loads no torch either
-    sys.path.insert(0, str(Path(__file__).parent))
-    from openai_server import FakeOpenAI
+    from support.openai_server import FakeOpenAI
 
     classes = tmp_path / "classes.txt"
     classes.write_text("zebra\ntulip\n")

@@ -10,22 +10,19 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from support.video_files import write_video
 
-sys.path.insert(0, str(Path(__file__).parent))
-from video_files import write_video  # noqa: E402
+from awt.bench.datasets import read_dataset
+from awt.classes import read_class_file
+from awt.errors import AWTError
 
-from awt.bench.datasets import read_dataset  # noqa: E402
-from awt.classes import read_class_file  # noqa: E402
-from awt.errors import AWTError  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "benchmarks" / "configs"
 VIDEO = CONFIGS / "video.yaml"
 CLASSNAMES = REPO / "benchmarks" / "classnames" / "video"
@@ -185,6 +182,7 @@ def _population(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
+@pytest.mark.slow
 def test_bench_runs_video_yaml_on_a_miniature_of_the_three_datasets(miniature, tmp_path, caplog):
     from awt.bench.config import load_config
     from awt.bench.runner import run_bench

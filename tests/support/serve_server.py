@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"awt serve: ready in [\d.]+ s on http://127\.0\.0\.1:(\d+)/")
 
 

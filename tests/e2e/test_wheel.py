@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import write_tiny_model  # noqa: E402
-from openai_server import FakeOpenAI  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
+from conftest import write_tiny_model
+from support.openai_server import FakeOpenAI
 
 
 @pytest.fixture(scope="module")

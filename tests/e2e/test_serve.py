@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import REPO, SERVE_MAX_PIXELS, SERVE_VIEWS  # noqa: E402
-from serve_server import ServeProcess, multipart, wait_until  # noqa: E402
+from support.serve_server import ServeProcess, multipart, wait_until  # noqa: E402
 
 ERROR_KEYS = {"error", "kind", "field", "status"}
 

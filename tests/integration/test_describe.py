@@ -1,4 +1,4 @@
-"""`awt describe` against a real HTTP server on loopback (tests/openai_server.py), no mocks."""
+"""`awt describe` against a real HTTP server on loopback (tests/support/openai_server.py), no mocks."""
 
 from __future__ import annotations
 
@@ -28,11 +28,9 @@ from awt.describe.inputs import load_prompts
 from awt.describe.llm import RetryPolicy, endpoint_host, redact, resolve_endpoint
 from awt.descriptions import load_descriptions
 from awt.errors import AWTError
+from support.openai_server import FakeOpenAI
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openai_server import FakeOpenAI  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-DO-NOT-LEAK-0123456789"
 QUESTIONS = ["What does a {} look like?", "Describe the colours of a {}.", "What parts of a {} are visible?"]
 

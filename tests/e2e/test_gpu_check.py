@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHECK = REPO / "benchmarks" / "gpu_check.py"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -77,9 +77,9 @@ def test_the_tests_step_selects_what_has_a_cuda_variant(rehearsal):
     tests = rehearsal[1]["steps"]["tests"]["result"]
     selected = tests["selected"]
     assert tests["collect_only"] and tests["exit_code"] == 0
-    assert {"tests/test_gpu.py::test_copies_and_views_never_wait_for_the_device",
-            "tests/test_gpu.py::test_gpu_features_and_scores_match_the_cpu",
-            "tests/test_bench.py::test_inline_model_and_cuda_free_defaults"} <= set(selected)
+    assert {"tests/gpu/test_gpu.py::test_copies_and_views_never_wait_for_the_device",
+            "tests/gpu/test_gpu.py::test_gpu_features_and_scores_match_the_cpu",
+            "tests/integration/test_bench.py::test_inline_model_and_cuda_free_defaults"} <= set(selected)
     mistakes = [n for n in selected if "test_each_mistake_is_one_line" in n]
     assert len(mistakes) == 1 and "is not available here" in mistakes[0]   # the --device cuda:7 case alone
     assert not any("test_gpu_check" in n for n in selected)

@@ -386,7 +386,7 @@ def test_rivals_config_is_the_paper_protocol_with_every_method():
 
     from awt.bench.config import load_config
 
-    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    configs = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
     rivals_cfg = yaml.safe_load((configs / "rivals.yaml").read_text())
     paper = yaml.safe_load((configs / "paper.yaml").read_text())
     assert rivals_cfg["datasets"] == paper["datasets"] and len(rivals_cfg["datasets"]) == 18

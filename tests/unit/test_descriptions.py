@@ -17,7 +17,7 @@ from awt.descriptions import (
 )
 from awt.errors import AWTError, DescriptionsError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "descriptions"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "descriptions"
 
 
 def write(tmp_path: Path, text: str, name: str = "d.json") -> Path:

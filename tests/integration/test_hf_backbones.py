@@ -14,9 +14,7 @@ import torch
 from PIL import Image
 
 pytest.importorskip("transformers")
-
-sys.path.insert(0, str(Path(__file__).parent))
-import hf_models  # noqa: E402
+from support import hf_models  # noqa: E402
 
 from awt.backbones import create_backbone  # noqa: E402
 from awt.backbones.hf import _pooled  # noqa: E402
@@ -197,6 +195,7 @@ def clip_pair(tiny_backbone, tmp_path_factory):
     return tiny_backbone, load(folder)
 
 
+@pytest.mark.slow
 def test_clip_open_clip_and_transformers_agree(clip_pair, labeled_images):
     from awt.classifier import AWTClassifier
     from awt.spec import ClassifierSpec
@@ -233,6 +232,7 @@ def test_clip_open_clip_and_transformers_agree(clip_pair, labeled_images):
 
 # -- end to end ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_classify_and_bench_end_to_end(built, tmp_path, labeled_images):
     from test_bench import quiet_run, write_config, write_small_csv
     from test_cli import run_awt

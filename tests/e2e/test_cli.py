@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_awt(*args: str, cache: Path) -> subprocess.CompletedProcess:

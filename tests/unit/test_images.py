@@ -24,7 +24,7 @@ from awt.augment import cap_size
 from awt.images import DEFAULT_MAX_PIXELS, ImageError, find_images, load_image, to_rgb
 from awt.loading import ViewSource
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "awt" / "data" / "examples"
 
 
@@ -272,6 +272,7 @@ def jpeg_108mp(world) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_108_megapixel_jpeg_is_decoded_at_reduced_size(jpeg_108mp, tiny_backbone):
     start = time.perf_counter()
     full = load_image(jpeg_108mp)
@@ -484,6 +485,7 @@ def test_unreadable_files_and_folders_are_reported(locked):
                       f"{root}/broken.jpg: broken symbolic link (no such file)"]
 
 
+@pytest.mark.slow
 def test_one_run_over_every_kind_of_input(world, locked, jpeg_108mp, photo, grey, alpha):
     """The issue's check: every mode, a 108 MP JPEG, bombs, an unreadable file and folder, in one
     `awt classify` run over a folder; the 16-bit PNG scores as its 8-bit original."""

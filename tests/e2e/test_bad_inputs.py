@@ -1,10 +1,10 @@
-"""Bad inputs, end to end: each case of tests/bad_input_cases.py is a real command (``awt classify``,
+"""Bad inputs, end to end: each case of tests/support/bad_input_cases.py is a real command (``awt classify``,
 ``bench``, ``describe``) on real files, judged on its exit status, its one error line, no traceback
 and the good inputs it keeps (the table ``benchmarks/bad_inputs.py`` prints). The commands run in
 processes forked from one server that imported awt once; the few cases that need a process of their
 own run in one. Plus the in-process checks behind some rows, which are cheaper there.
 
-Left to the table (slow here, or checked elsewhere): ``torchrun-bad-inputs`` (tests/test_distributed.py
+Left to the table (slow here, or checked elsewhere): ``torchrun-bad-inputs`` (tests/e2e/test_distributed.py
 runs classify under torchrun with an unreadable input), ``pretrained-other-arch`` (builds ViT-B-32),
 ``hf-offline-env`` (the same path as ``hf-unreachable``), ``api-decoder-exception`` (in process here)
 and the bench AWT settings but three (every value is refused in process here, by the loader itself).
@@ -30,11 +30,11 @@ from awt.spec import ClassifierSpec
 from awt.errors import AWTError, SettingError
 from awt.images import ImageError, load_image
 from awt.scoring import AWTConfig
-from bad_input_cases import CASES, Case
-from bad_input_runner import Server, message_of, run_case
-from bad_input_world import World
+from support.bad_input_cases import CASES, Case
+from support.bad_input_runner import Server, message_of, run_case
+from support.bad_input_world import World
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _SETTINGS_END_TO_END = {"bench-epsilon-0", "bench-epsilon-.nan", "bench-max_iter-0"}
 TABLE_ONLY = {"torchrun-bad-inputs", "pretrained-other-arch", "hf-offline-env", "api-decoder-exception"} | {
     c.name for c in CASES if c.what.startswith("bench settings.awt.") and c.name not in _SETTINGS_END_TO_END}

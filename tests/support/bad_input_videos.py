@@ -1,16 +1,13 @@
-"""The bad videos of the bad-input table (tests/bad_input_cases.py registers them): the files, made
+"""The bad videos of the bad-input table (tests/support/bad_input_cases.py registers them): the files, made
 once by :func:`make_videos`, and one case each -- a clear line for a video that cannot be read, every
 other input still classified; the odd but good ones classified."""
 
 from __future__ import annotations
 
 import os
-import sys
 from fractions import Fraction
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bad_input_cases import CAT, ROCKET, case, classify  # noqa: E402
+from support.bad_input_cases import CAT, ROCKET, case, classify
 
 SMALL = ("--frames", "2", "--crops", "1", "--clips", "2")
 
@@ -19,7 +16,7 @@ def make_videos(folder: Path) -> None:
     """Good and bad videos under ``folder``, 64 x 48 and a second or two long."""
     import av
     import numpy as np
-    from video_files import frame_pixels, write_video
+    from support.video_files import frame_pixels, write_video
 
     folder.mkdir(parents=True)
     data = write_video(folder / "good.mp4", 40, 25, 64, 48).read_bytes()

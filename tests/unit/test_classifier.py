@@ -22,7 +22,7 @@ CLASSES = ["astronaut", "cat", "cup of coffee", "rocket", "airplane"]
 def example_files():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "awt" / "data" / "examples"
+    root = Path(__file__).resolve().parents[2] / "awt" / "data" / "examples"
     return [str(root / f) for f in EXAMPLES]
 
 

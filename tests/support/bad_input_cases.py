@@ -1,6 +1,6 @@
-"""The bad inputs of tests/test_bad_inputs.py and benchmarks/bad_inputs.py: each case is one real
-command on the files of tests/bad_input_world.py and what it must do (exit status, the error line,
-the good inputs it keeps, what stderr must or must not say). tests/bad_input_runner.py runs and
+"""The bad inputs of tests/e2e/test_bad_inputs.py and benchmarks/bad_inputs.py: each case is one real
+command on the files of tests/support/bad_input_world.py and what it must do (exit status, the error line,
+the good inputs it keeps, what stderr must or must not say). tests/support/bad_input_runner.py runs and
 judges them.
 """
 
@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bad_input_world import CLASSES, World, fill_up  # noqa: E402
+from support.bad_input_world import CLASSES, World, fill_up
 
 # -- cases ---------------------------------------------------------------------------------------------
 
@@ -421,4 +420,4 @@ case("torchrun-bad-inputs", "torchrun, 2 ranks, two unreadable inputs among good
      message="text.jpg", kept=(CAT, ROCKET), launcher=True, quiet=False, stderr_lacks=("SIGTERM",),
      tries=3)(_torchrun)
 
-import bad_input_videos  # noqa: E402,F401 -- registers the video cases, which use the helpers above
+from support import bad_input_videos  # noqa: E402,F401 -- registers the video cases, which use the helpers above

@@ -28,7 +28,7 @@ from awt.loading import ViewSource, view_loader
 from conftest import EXAMPLES
 from test_bench import EncodeCounter, write_config, write_small_csv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "benchmarks" / "configs"
 AUTHORS = Decoding(exif_transpose=False, draft=False, source_cap=False)
 

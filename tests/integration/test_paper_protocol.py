@@ -27,7 +27,7 @@ from awt.classes import read_class_file
 from awt.bench.layouts import LAYOUTS
 from awt.errors import AWTError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "benchmarks" / "configs"
 CLASSNAMES = REPO / "benchmarks" / "classnames"
 PAPER = CONFIGS / "paper.yaml"
@@ -346,6 +346,7 @@ def miniature(tmp_path, monkeypatch):
     return data, desc
 
 
+@pytest.mark.slow
 def test_bench_runs_the_paper_config_on_a_miniature_of_every_layout(miniature, tmp_path, caplog):
     from awt.bench.config import load_config
     from awt.bench.runner import run_bench

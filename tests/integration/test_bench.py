@@ -39,7 +39,7 @@ from awt.methods import get_method, method_names
 
 METHODS = method_names()
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "benchmarks" / "configs" / "smoke.yaml"
 RUN_FIELDS = ("backbone", "pretrained", "dataset", "method", "views", "descriptions_per_class", "seed", "images",
               "top1", "top5", "mean_per_class_recall", "wall_time_s", "images_per_s", "versions", "device",
@@ -326,6 +326,7 @@ def sweep(tmp_path, labeled_images, tiny_model_name):
     return small_config(tmp_path, labeled_images, tiny_model_name), tmp_path / "out"
 
 
+@pytest.mark.slow
 def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone):
     config_path, out = sweep
     counter = EncodeCounter(monkeypatch)
@@ -412,6 +413,7 @@ def test_sweep_records_summary_and_cache_reuse(sweep, monkeypatch, tiny_backbone
     assert len(list(csv.DictReader(open(out / "summary.csv")))) == len(METHODS) + len(multi_view)
 
 
+@pytest.mark.slow
 def test_interrupted_encoding_resumes(sweep, monkeypatch, tiny_backbone, tmp_path):
     config_path, out = sweep
     # batches of 1, then 2 images, a part saved after each; Ctrl-C during the third batch
@@ -451,6 +453,7 @@ def test_interrupted_encoding_resumes(sweep, monkeypatch, tiny_backbone, tmp_pat
     assert torch.allclose(resumed.float(), fresh.features.float(), atol=2e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch(labeled_images, tmp_path, tiny_backbone, monkeypatch, caplog):
     paths = read_labels_csv(write_small_csv(labeled_images, tmp_path / "d", per_class=4)).paths
     views = 2
@@ -512,6 +515,7 @@ def test_inline_model_and_cuda_free_defaults(labeled_images, tmp_path):
     assert list((tmp_path / "out" / "cache" / "models").glob("inline-*/open_clip_config.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SMOKE.is_file(), reason="benchmarks/configs/smoke.yaml not found")
 def test_smoke_config_end_to_end(labeled_images, tmp_path, monkeypatch):
     # the smoke config as written (methods, settings, inline backbone), its dataset swapped for the

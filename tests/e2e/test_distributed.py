@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from conftest import TINY_CONFIG
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "awt" / "data" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "awt" / "data" / "examples"
 CLASSES = ["astronaut", "cat", "cup of coffee", "rocket"]
 TIMING = {"wall_time_s", "images_per_s", "encode_time_s", "score_time_s", "feature_source"}
 

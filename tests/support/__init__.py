@@ -1,0 +1,1 @@
+"""Test-only helpers: real servers, generated models, videos and the table of bad inputs."""
