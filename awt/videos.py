@@ -11,6 +11,7 @@ gets :data:`DECODE_SECONDS` of demuxing and decoding at most.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
@@ -169,16 +170,25 @@ def _packet_times(container, stream) -> tuple[int, np.ndarray | None]:
 def probe_video(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> VideoInfo:
     """Size, frame rate, frame count and duration of a video; raises VideoError with the reason."""
     path = os.fspath(path)
+    with _video_stream(path, max_pixels, "cannot read: {}") as (container, stream):
+        if _is_indexed(stream):
+            return _info(stream, stream.frames, True)
+        return _info(stream, _packet_times(container, stream)[0], False)
+
+
+@contextlib.contextmanager
+def _video_stream(path: str, max_pixels: int | None, failed: str) -> Iterator[tuple]:
+    """(container, video stream) of ``path``, opened with the time limit started; FFmpeg's errors,
+    running out of memory and the time limit raised as one-line VideoErrors (``failed`` words FFmpeg's)."""
     _clock.deadline = time.monotonic() + DECODE_SECONDS
     container = _open(path)
     with container:
         try:
-            stream = _stream(container, path, max_pixels)
-            if _is_indexed(stream):
-                return _info(stream, stream.frames, True)
-            return _info(stream, _packet_times(container, stream)[0], False)
+            yield container, _stream(container, path, max_pixels)
         except av.error.FFmpegError as e:
-            raise VideoError(f"{path}: cannot read: {_reason(e)}") from None
+            raise VideoError(f"{path}: " + failed.format(_reason(e))) from None
+        except MemoryError:
+            raise VideoError(f"{path}: out of memory while decoding") from None
         except _TooSlow:
             raise _too_slow(path) from None
 
@@ -311,37 +321,27 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
     """Decode the frames of a video's views, scaled to a shorter side of ``size``, with their crop
     boxes. Raises VideoError with the reason (one line)."""
     path = os.fspath(path)
-    _clock.deadline = time.monotonic() + DECODE_SECONDS
-    container = _open(path)
-    with container:
-        try:
-            stream = _stream(container, path, max_pixels)
-            picked = None
-            if _is_indexed(stream):
-                fps = float(stream.average_rate or stream.guessed_rate)
-                positions = window_positions(sampling, fps)
-                try:
-                    windows = indexed_windows(sampling, stream.frames, stream.duration, fps)
-                    picked = _indexed_clips(container, stream, windows, positions, size)
-                    info = _info(stream, stream.frames, True)
-                except _Fallback:
-                    container.seek(0, backward=True, any_frame=False, stream=stream)
-            if picked is None:
-                count, stamps = _packet_times(container, stream)
-                if count == 0:
-                    raise VideoError(f"{path}: has no video frames")
-                info = _info(stream, count, False)
-                try:
-                    picked = _counted_clips(path, container, stream, stamps, counted_indices(sampling, count, info.fps),
-                                            size)
-                except _Fallback:
-                    raise VideoError(f"{path}: decoded frames without timestamps") from None
-        except av.error.FFmpegError as e:
-            raise VideoError(f"{path}: cannot decode: {_reason(e)} (a truncated or corrupt video?)") from None
-        except MemoryError:
-            raise VideoError(f"{path}: out of memory while decoding") from None
-        except _TooSlow:
-            raise _too_slow(path) from None
+    with _video_stream(path, max_pixels, "cannot decode: {} (a truncated or corrupt video?)") as (container, stream):
+        picked = None
+        if _is_indexed(stream):
+            fps = float(stream.average_rate or stream.guessed_rate)
+            positions = window_positions(sampling, fps)
+            try:
+                windows = indexed_windows(sampling, stream.frames, stream.duration, fps)
+                picked = _indexed_clips(container, stream, windows, positions, size)
+                info = _info(stream, stream.frames, True)
+            except _Fallback:
+                container.seek(0, backward=True, any_frame=False, stream=stream)
+        if picked is None:
+            count, stamps = _packet_times(container, stream)
+            if count == 0:
+                raise VideoError(f"{path}: has no video frames")
+            info = _info(stream, count, False)
+            try:
+                picked = _counted_clips(path, container, stream, stamps, counted_indices(sampling, count, info.fps),
+                                        size)
+            except _Fallback:
+                raise VideoError(f"{path}: decoded frames without timestamps") from None
     frames = [pixels for pixels, _ in picked]
     boxes = np.stack([crop_boxes(f.shape[1], f.shape[2], size, sampling.crops) for f in frames])
     times = np.array([t for _, t in picked]).reshape(sampling.clips, sampling.frames)
