@@ -1,0 +1,286 @@
+"""What decided an image's classes: the views, the prompts, and the transport plan between them.
+
+:func:`explain` encodes an image exactly as :meth:`~awt.classifier.AWTClassifier.classify` does,
+solves its transport problems over every class (the stopping rule averages over them, so the plan
+read here is the one that scored the image), and keeps the best ``top_k`` classes: their prompts and
+weights, their plan (views x prompts), and their score split over views and over prompts (the sums of
+``s * T * cos``). Beside them: CLIP's prediction (view 0 against the bare template) and what moved
+AWT's decision away from it, or ahead of its runner-up.
+
+The views' boxes and flips are drawn again from the decoded image with the loader's own helpers
+(:func:`awt.loading.decode_input`, :func:`awt.loading.view_recipe`): the same seed and pixels give
+the same boxes the encoder saw.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..augment import cap_size
+from ..errors import AWTError
+from ..images import ImageInput
+from ..inputs import is_video
+from ..loading import decode_input, view_recipe, view_source_side
+from ..methods import get_method
+from ..scoring import awt_explain, clip_scores
+
+# Methods whose scores are a transport plan's, and whether their marginals are uniform.
+_TRANSPORT_METHODS = {"awt": False, "awt-image": False, "awt-text": False, "awt-uniform": True}
+TOP_PAIRS = 8   # (view, prompt) pairs kept per class, heaviest first
+
+
+@dataclass
+class View:
+    """One view of the image: ``box`` (x0, y0, x1, y1) in the pixels of :attr:`Explanation.source`."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    flip: bool
+    weight: float          # a_v, the view's weight (the plan's row sum, the same for every class)
+
+
+@dataclass
+class Pair:
+    """A (view, prompt) cell of a class's plan."""
+
+    view: int
+    prompt: int
+    mass: float            # T[view, prompt]
+    cosine: float          # cos(view, prompt)
+
+
+@dataclass
+class ClassExplanation:
+    """One class's transport: ``score == view_scores.sum() == prompt_scores.sum()`` (to float rounding)."""
+
+    index: int             # class index (label order)
+    name: str
+    rank: int              # 1 for AWT's best class; 0 for a class explained only as the decision's rival
+    score: float           # AWT's score, the classifier's own
+    clip_score: float      # view 0 against the bare template
+    prompts: list[str]     # the class's real prompts: the template first, then its descriptions
+    prompt_weights: torch.Tensor   # (prompts,) b, summing to 1
+    prompt_scores: torch.Tensor    # (prompts,) s * sum_v T * cos
+    view_scores: torch.Tensor      # (views,) s * sum_p T * cos
+    plan: torch.Tensor             # (views, prompts) T: rows sum to the view weights, columns to b
+    cosine: torch.Tensor           # (views, prompts)
+    pairs: list[Pair] = field(default_factory=list)   # the heaviest cells, heaviest first
+
+
+@dataclass
+class Decision:
+    """Why AWT picked ``winner`` over ``rival`` (CLIP's pick when AWT changed it, else AWT's runner-up).
+
+    ``margin = score[winner] - score[rival]`` splits exactly over views (``view_scores`` of the
+    winner minus the rival's) and over each class's prompts (a winner's prompt counts
+    ``prompt_score - weight * score[rival]``, a rival's ``weight * score[winner] - prompt_score``).
+    Each list holds (index, share of the margin), largest first.
+    """
+
+    winner: int
+    rival: int
+    margin: float
+    views: list[tuple[int, float]]
+    winner_prompts: list[tuple[int, float]]
+    rival_prompts: list[tuple[int, float]]
+
+
+@dataclass
+class Explanation:
+    """What scored one image; built by :func:`explain` (``clf.explain(image)``)."""
+
+    image: str
+    method: str
+    logit_scale: float
+    source: Image.Image | None = field(repr=False)   # the pixels the views were cut from (RGB)
+    views: list[View]
+    classes: list[ClassExplanation]         # AWT's top-k, best first
+    scores: torch.Tensor = field(repr=False)   # (classes,) every class's AWT score, as classify gives them
+    clip_index: int = 0                     # CLIP's prediction (view 0, the template)
+    clip_name: str = ""
+    decision: Decision | None = None
+    rival: ClassExplanation | None = None   # the decision's rival when it is not among ``classes``
+    iterations: int = 0                     # Sinkhorn iterations of the image's problems
+
+    @property
+    def awt_index(self) -> int:
+        return self.classes[0].index
+
+    @property
+    def changed(self) -> bool:
+        """Whether AWT's prediction differs from CLIP's."""
+        return self.awt_index != self.clip_index
+
+    def explained(self, index: int) -> ClassExplanation:
+        """The explanation of class ``index`` (a top-k class or the rival)."""
+        for c in self.classes + ([self.rival] if self.rival else []):
+            if c.index == index:
+                return c
+        raise KeyError(index)
+
+    def to_json(self) -> dict[str, Any]:
+        """The numbers behind a report: views (box, flip, weight), and per class its prompts with
+        weights and score splits, its plan and cosines (rows: views, columns: prompts), its heaviest pairs."""
+        r = lambda x: round(float(x), 6)  # noqa: E731
+        rows = lambda t: [[r(x) for x in row] for row in t.tolist()]  # noqa: E731
+
+        def one(c: ClassExplanation) -> dict[str, Any]:
+            return {"class": c.name, "index": c.index, "rank": c.rank, "score": r(c.score), "clip_score": r(c.clip_score),
+                    "prompts": [{"text": t, "weight": r(w), "score": r(s)} for t, w, s in
+                                zip(c.prompts, c.prompt_weights.tolist(), c.prompt_scores.tolist())],
+                    "view_scores": [r(x) for x in c.view_scores.tolist()], "plan": rows(c.plan),
+                    "cosine": rows(c.cosine),
+                    "pairs": [{"view": p.view, "prompt": p.prompt, "mass": r(p.mass), "cosine": r(p.cosine)}
+                              for p in c.pairs]}
+
+        d = self.decision
+        doc = {"image": self.image, "method": self.method, "logit_scale": r(self.logit_scale),
+               "size": list(self.source.size) if self.source is not None else None,
+               "views": [{"index": v.index, "box": [r(x) for x in v.box], "flip": v.flip, "weight": r(v.weight)}
+                         for v in self.views],
+               "awt": {"class": self.classes[0].name, "index": self.awt_index, "score": r(self.classes[0].score)},
+               "clip": {"class": self.clip_name, "index": self.clip_index}, "changed": self.changed,
+               "iterations": self.iterations, "classes": [one(c) for c in self.classes],
+               "rival": one(self.rival) if self.rival else None}
+        if d is not None:
+            doc["decision"] = {"winner": d.winner, "rival": d.rival, "margin": r(d.margin),
+                               "views": [[i, r(x)] for i, x in d.views],
+                               "winner_prompts": [[i, r(x)] for i, x in d.winner_prompts],
+                               "rival_prompts": [[i, r(x)] for i, x in d.rival_prompts]}
+        return doc
+
+
+def view0_box(preprocess, width: int, height: int) -> tuple[float, float, float, float]:
+    """The part of a ``width x height`` image that the backbone's preprocessing keeps for view 0:
+    a torchvision ``Resize`` of the shorter side then a ``CenterCrop`` keep a centred box, a resize
+    to a fixed (h, w) keeps it all; a preprocessing that cannot be read: the centred square."""
+    steps = getattr(preprocess, "transforms", None) or []
+    resize = next((t for t in steps if type(t).__name__ == "Resize"), None)
+    crop = next((t for t in steps if type(t).__name__ == "CenterCrop"), None)
+    size = getattr(resize, "size", None)
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        if crop is None:
+            return (0.0, 0.0, float(width), float(height))
+        size = None   # squashed, then cropped: read as the centred square
+    short = min(width, height)
+    keep_w = keep_h = float(short)
+    if size is not None and crop is not None:
+        side = size[0] if isinstance(size, (list, tuple)) else size
+        ch, cw = (crop.size, crop.size) if isinstance(crop.size, int) else (crop.size[0], crop.size[-1])
+        scale = short / float(side)
+        keep_w, keep_h = min(float(width), cw * scale), min(float(height), ch * scale)
+    x0, y0 = (width - keep_w) / 2, (height - keep_h) / 2
+    return (x0, y0, x0 + keep_w, y0 + keep_h)
+
+
+def check_explainable(method: str, image: ImageInput | None = None) -> None:
+    """An AWTError unless ``method`` scores by transport and ``image`` is an image (checked before any model loads)."""
+    get_method(method)
+    if method not in _TRANSPORT_METHODS:
+        raise AWTError(f"method {method!r} has no transport plan to explain; explain one of "
+                       f"{', '.join(_TRANSPORT_METHODS)}", setting="method")
+    if image is not None and is_video(image):
+        raise AWTError(f"{os.fspath(image)}: videos are not explained yet (frames as views); explain an image, "
+                       "e.g. one frame of it")
+
+
+def _describe(item: ImageInput) -> str:
+    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
+
+
+def _view_recipe(clf, image: ImageInput, n_random: int) -> tuple[Image.Image, list[View]]:
+    """The source image and the views' boxes and flips, as the loader workers drew them (weights 0)."""
+    side = view_source_side(clf.backbone)
+    decoding = clf.spec.decoding
+    decoded = decode_input(image, side, decoding)
+    w, h = decoded.size
+    x0, y0, x1, y1 = view0_box(clf.backbone.preprocess, w, h)
+    if n_random:
+        pixels, boxes, flips = view_recipe(decoded, n_random, clf.spec.seed, side, decoding)
+        source = Image.fromarray(pixels.permute(1, 2, 0).numpy())
+    else:
+        source = cap_size(decoded, side) if decoding.source_cap else decoded
+        boxes, flips = torch.empty(0, 4), torch.empty(0, dtype=torch.bool)
+    sx, sy = source.size[0] / w, source.size[1] / h   # view 0 was cut from the decoded image: its box, scaled
+    views = [View(0, (x0 * sx, y0 * sy, x1 * sx, y1 * sy), False, 0.0)]
+    views += [View(i + 1, tuple(float(x) for x in box), bool(flip), 0.0)
+              for i, (box, flip) in enumerate(zip(boxes.tolist(), flips.tolist()))]
+    return source.convert("RGB"), views
+
+
+def _pairs(plan: torch.Tensor, cosine: torch.Tensor, count: int) -> list[Pair]:
+    flat = plan.flatten()
+    top = flat.topk(min(count, flat.numel())).indices.tolist()
+    prompts = plan.shape[1]
+    return [Pair(i // prompts, i % prompts, float(flat[i]), float(cosine.flatten()[i])) for i in top]
+
+
+def _ranked(values: torch.Tensor) -> list[tuple[int, float]]:
+    order = values.argsort(descending=True).tolist()
+    return [(i, float(values[i])) for i in order]
+
+
+def explain(clf, image: ImageInput, top_k: int = 3) -> Explanation:
+    """Explain ``image``'s best ``top_k`` classes under ``clf``'s spec (its method must be AWT or
+    one of its ablations). Raises the image's AWTError when it cannot be read.
+
+    Returns:
+        :class:`Explanation`: views (1 + N) with boxes, flips and weights; for each of the top-k
+        classes its P real prompts with weights, the plan (1 + N, P), cosines, score splits and
+        heaviest pairs; every class's score (equal to ``classify``'s); CLIP's prediction and the decision.
+    """
+    method = clf.spec.method
+    check_explainable(method, image)
+    if top_k < 1:
+        raise AWTError(f"top_k must be >= 1, got {top_k}", setting="top_k")
+    m = get_method(method)
+    n_random = m.views_used(clf.spec.views)
+    batch = next(iter(clf.iter_image_features([image], num_workers=0, views=n_random)))
+    if batch.errors:
+        raise batch.errors[0][1]
+    prompt_set = clf.classes_for(method)
+    text, mask = m.prompts.select(prompt_set.features, prompt_set.mask)
+    features = batch.features.to(text.device)
+    if not m.random_views:
+        features = features[:, :1]
+    n_classes = text.shape[0]
+    k = min(top_k, n_classes)
+    clip = clip_scores(features, text, clf.logit_scale)[0]
+    clip_top = int(clip.argmax())
+
+    def pick(scores: torch.Tensor) -> torch.Tensor:   # the top k, the runner-up, and CLIP's pick
+        best = scores[0].topk(min(max(k, 2), n_classes)).indices.tolist()
+        chosen = best[:k] + [i for i in best[k:] + [clip_top] if i not in best[:k]]
+        return torch.tensor([list(dict.fromkeys(chosen))])
+
+    ex = awt_explain(features, text, mask, clf.logit_scale, clf.spec.awt, pick, uniform=_TRANSPORT_METHODS[method])
+    source, views = _view_recipe(clf, image, n_random)
+    a = ex.a[0].float().cpu()
+    for view, weight in zip(views, a.tolist()):
+        view.weight = weight
+    texts = prompt_set.prompts
+    explained = []
+    for j, index in enumerate(ex.classes[0].tolist()):
+        real = int(mask[index].sum()) if mask is not None else text.shape[1]
+        prompts = (texts[index] if texts is not None else [f"prompt {p}" for p in range(real)])[:real]
+        plan, cosine = ex.plan[0, j, :, :real].float().cpu(), ex.cosine[0, j, :, :real].float().cpu()
+        explained.append(ClassExplanation(
+            index, clf.classnames[index], j + 1 if j < k else 0, float(ex.score[0, j]), float(clip[index]), list(prompts),
+            ex.b[0, j, :real].float().cpu(), ex.prompt_scores[0, j, :real].float().cpu(),
+            ex.view_scores[0, j].float().cpu(), plan, cosine, _pairs(plan, cosine, TOP_PAIRS)))
+    top, extra = explained[:k], explained[k:]
+    winner = top[0]
+    rival_index = clip_top if clip_top != winner.index else (top[1].index if k > 1 else extra[0].index)
+    rival = next(c for c in explained if c.index == rival_index)
+    decision = Decision(
+        winner.index, rival.index, winner.score - rival.score, _ranked(winner.view_scores - rival.view_scores),
+        _ranked(winner.prompt_scores - winner.prompt_weights * rival.score),
+        _ranked(rival.prompt_weights * winner.score - rival.prompt_scores))
+    return Explanation(_describe(image), method, float(clf.logit_scale), source, views, top,
+                       ex.all_scores[0].float().cpu(), clip_top, clf.classnames[clip_top], decision,
+                       None if rival.rank else rival, int(ex.iterations[0]))
