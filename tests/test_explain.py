@@ -108,3 +108,31 @@ def test_ablations_and_what_cannot_be_explained(tiny_backbone, tmp_path):
         clf.explain(str(tmp_path / "clip.mp4"))
     with pytest.raises(AWTError, match="no such file"):
         clf.explain(str(tmp_path / "missing.jpg"))
+
+
+def test_the_report_is_one_escaped_file_with_nothing_to_fetch(tiny_backbone, tmp_path):
+    from awt.explain import render_report, save_figure, write_report
+
+    names = ['<b>"bold" & co</b>', "rocket", "cat"]
+    descriptions = [["<script>alert(1)</script> & a <i>tag</i>"] * 3, ["A rocket on its pad."] * 3,
+                    ["A cat on a mat."] * 3]
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(names, descriptions=descriptions, descriptions_per_class=2,
+                                                      views=4, cache_dir=tmp_path))
+    ex = clf.explain(str(EXAMPLES / "rocket.jpg"), top_k=3)
+    text = render_report(ex)
+    assert "<script" not in text and '<b>"bold"' not in text and "<i>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; a &lt;i&gt;tag&lt;/i&gt;" in text
+    assert "&lt;b&gt;&quot;bold&quot; &amp; co&lt;/b&gt;" in text
+    # one embedded image, every other picture of it a reference; no address outside the file
+    assert text.count("data:image/jpeg;base64,") == 1 and text.count('<use href="#src"/>') >= 3 * 5
+    assert text.count("data:image/png;base64,") == len(ex.classes) + (ex.rival is not None)
+    assert "http:" not in text.replace("http-equiv", "") and "https:" not in text and "src=\"/" not in text
+    assert "default-src 'none'" in text
+    size = write_report(ex, tmp_path / "report.html")
+    assert size == (tmp_path / "report.html").stat().st_size < 200_000
+    pytest.importorskip("matplotlib")
+    save_figure(ex, tmp_path / "figure.png", dpi=60)
+    from PIL import Image
+
+    with Image.open(tmp_path / "figure.png") as figure:
+        assert figure.format == "PNG" and figure.size[1] > figure.size[0] / 2

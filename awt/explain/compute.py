@@ -106,6 +106,7 @@ class Explanation:
     decision: Decision | None = None
     rival: ClassExplanation | None = None   # the decision's rival when it is not among ``classes``
     iterations: int = 0                     # Sinkhorn iterations of the image's problems
+    model: str = ""                         # the backbone's name
 
     @property
     def awt_index(self) -> int:
@@ -139,7 +140,7 @@ class Explanation:
                               for p in c.pairs]}
 
         d = self.decision
-        doc = {"image": self.image, "method": self.method, "logit_scale": r(self.logit_scale),
+        doc = {"image": self.image, "model": self.model, "method": self.method, "logit_scale": r(self.logit_scale),
                "size": list(self.source.size) if self.source is not None else None,
                "views": [{"index": v.index, "box": [r(x) for x in v.box], "flip": v.flip, "weight": r(v.weight)}
                          for v in self.views],
@@ -283,4 +284,4 @@ def explain(clf, image: ImageInput, top_k: int = 3) -> Explanation:
         _ranked(rival.prompt_weights * winner.score - rival.prompt_scores))
     return Explanation(_describe(image), method, float(clf.logit_scale), source, views, top,
                        ex.all_scores[0].float().cpu(), clip_top, clf.classnames[clip_top], decision,
-                       None if rival.rank else rival, int(ex.iterations[0]))
+                       None if rival.rank else rival, int(ex.iterations[0]), clf.backbone.name)
