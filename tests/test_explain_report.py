@@ -1,0 +1,68 @@
+"""The explanation report in a real browser (the system's headless Chromium, see tests/browser.py):
+laid out at laptop and phone widths, its pictures drawn, nothing fetched, no console errors.
+
+``AWT_SCREENSHOTS=DIR`` keeps the screenshots."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from awt import AWTClassifier, ClassifierSpec
+from browser import launch_browser, shot, watch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "awt" / "data" / "examples"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from launch_browser()
+
+
+@pytest.fixture(scope="module")
+def report(tiny_backbone, labeled_images, tmp_path_factory):
+    from awt.descriptions import load_descriptions
+    from awt.explain import write_report
+
+    d = tmp_path_factory.mktemp("report")
+    names = labeled_images.classnames + ["dog", "airplane"]
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(names, load_descriptions(labeled_images.descriptions),
+                                                      descriptions_per_class=5, views=8, cache_dir=d / "cache"))
+    ex = clf.explain(str(EXAMPLES / "astronaut.jpg"), top_k=3)
+    write_report(ex, d / "report.html")
+    return ex, d / "report.html"
+
+
+def _picture(page, selector: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.locator(selector).first.screenshot())).convert("RGB"), dtype=float)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_report_reads_at_laptop_and_phone_width(browser, report, tmp_path, width):
+    ex, path = report
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    problems, requested = watch(page)
+    page.goto(path.as_uri())
+    picture = shot(page, tmp_path, f"explain-report-{width}.png")
+    assert problems == []
+    assert requested == [path.as_uri()]   # the pictures are inline (data: URIs are not requests)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width   # nothing wider than the screen
+    assert page.locator("section.card").count() == 2 + len(ex.classes) + (ex.rival is not None)
+    headings = page.locator("section.card h2").all_inner_texts()
+    assert [h.split(" AWT score")[0] for h in headings[1:1 + len(ex.classes)]] == \
+        [f"#{c.rank} {c.name}" for c in ex.classes]
+    # the image, a view's crop (an SVG reference to it) and a heat map are drawn, not blank
+    for selector in ("svg.figure", ".thumb svg", ".heat img", "td.crop svg"):
+        box = page.locator(selector).first.bounding_box()
+        assert box and box["width"] > 40 and box["height"] > 40, selector
+        assert _picture(page, selector).std(axis=(0, 1)).mean() > 10, selector
+    if width == 390:   # on a phone the figure and the tables stack
+        figure, table = page.locator("svg.figure").nth(1).bounding_box(), page.locator("section.card table").nth(1).bounding_box()
+        assert table["y"] > figure["y"] + figure["height"] - 1
+    with Image.open(picture) as image:
+        assert image.size[0] == width and image.size[1] > 1500
+    page.close()
