@@ -4,6 +4,7 @@ map, its prompts (heaviest first) labelled with their weights."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import textwrap
 
@@ -24,11 +25,8 @@ def check_figure_support(path: str | os.PathLike | None = None) -> None:
         if fmt not in FORMATS:
             raise AWTError(f"{os.fspath(path)}: a figure is written as {', '.join(FORMATS)} (by the file's suffix), "
                            f"not {fmt or 'a file without a suffix'}", setting="png")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise AWTError("a figure needs matplotlib, which is not installed: pip install 'awt[explain]'",
-                       setting="png") from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise AWTError("a figure needs matplotlib, which is not installed: pip install 'awt[explain]'", setting="png")
 
 
 def _label(c, p: int) -> str:
