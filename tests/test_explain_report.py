@@ -66,3 +66,28 @@ def test_the_report_reads_at_laptop_and_phone_width(browser, report, tmp_path, w
     with Image.open(picture) as image:
         assert image.size[0] == width and image.size[1] > 1500
     page.close()
+
+
+def test_the_gallery_links_to_its_reports(browser, report, tmp_path):
+    from awt.explain.gallery import GalleryItem, render_gallery
+
+    ex, path = report
+    thumb = ex.source.copy()
+    thumb.thumbnail((220, 220))
+    items = [GalleryItem(ex.image, path.as_uri(), "astronaut", ex.classes[0].name, "<i>cat</i>", 1.5, thumb),
+             GalleryItem("b.jpg", path.as_uri(), None, "rocket", "cat", 0.5, thumb)]
+    page_file = tmp_path / "index.html"
+    page_file.write_text(render_gallery("AWT against CLIP: tiny on <ex4>", items, "16 images."))
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    problems, requested = watch(page)
+    page.goto(page_file.as_uri())
+    shot(page, tmp_path, "explain-gallery-390.png")
+    assert page.locator("a.item").count() == 2 and page.inner_text("h1") == "AWT against CLIP: tiny on <ex4>"
+    assert "CLIP: <i>cat</i>" in page.inner_text("a.item >> nth=0")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert _picture(page, "a.item img").std(axis=(0, 1)).mean() > 10
+    page.click("a.item >> nth=0")
+    page.wait_for_load_state()
+    assert page.url == path.as_uri() and page.locator("section.card").count() >= 3
+    assert problems == [] and requested == [page_file.as_uri(), path.as_uri()]
+    page.close()
