@@ -36,7 +36,12 @@ def test_the_page_classifies_dropped_and_chosen_images(browser, served, labeled_
                                       "[...c.querySelectorAll('.ranks li')].map(li => li.children[1].textContent)])")
     expected = served.classify([(p.name, p.read_bytes()) for p in paths]).json()["results"]
     assert shown == [[r["image"], [p["class"] for p in r["predictions"]]] for r in expected]
-    assert page.is_hidden(".card .explain")   # this server has no explanations
+    # Explain: the report of the first image, in a sandboxed frame on the page
+    page.click(".card:nth-child(1) .explain")
+    page.wait_for_selector(".card:nth-child(1) .explanation iframe")
+    frame = page.frame_locator(".card:nth-child(1) .explanation iframe")
+    assert frame.locator("h1").inner_text().startswith("Why ")
+    assert frame.locator("section.card").count() >= 3 and frame.locator("svg.figure").count() >= 2
     assert "2 images in" in page.inner_text("#status")
     first = _shot(page, tmp_path, "serve-page-1280.png")
 

@@ -226,16 +226,16 @@ def _ranked(values: torch.Tensor) -> list[tuple[int, float]]:
     return [(i, float(values[i])) for i in order]
 
 
-def explain(clf, image: ImageInput, top_k: int = 3) -> Explanation:
-    """Explain ``image``'s best ``top_k`` classes under ``clf``'s spec (its method must be AWT or
-    one of its ablations). Raises the image's AWTError when it cannot be read.
+def explain(clf, image: ImageInput, top_k: int = 3, method: str | None = None) -> Explanation:
+    """Explain ``image``'s best ``top_k`` classes under ``clf``'s spec and ``method`` (default: the
+    spec's; AWT or one of its ablations). Raises the image's AWTError when it cannot be read.
 
     Returns:
         :class:`Explanation`: views (1 + N) with boxes, flips and weights; for each of the top-k
         classes its P real prompts with weights, the plan (1 + N, P), cosines, score splits and
         heaviest pairs; every class's score (equal to ``classify``'s); CLIP's prediction and the decision.
     """
-    method = clf.spec.method
+    method = method or clf.spec.method
     check_explainable(method, image)
     if top_k < 1:
         raise AWTError(f"top_k must be >= 1, got {top_k}", setting="top_k")
