@@ -103,6 +103,12 @@ def test_ablations_and_what_cannot_be_explained(tiny_backbone, tmp_path):
     assert torch.allclose(uniform.classes[0].prompt_weights, torch.full((4,), 0.25))
     with pytest.raises(AWTError, match="method 'clip' has no transport plan to explain"):
         _classifier(tiny_backbone, tmp_path, method="clip").explain(str(EXAMPLES / "cat.jpg"))
+    from awt.explain import render_report
+
+    single = AWTClassifier(tiny_backbone, ClassifierSpec(["cat"], views=2, cache_dir=tmp_path)).explain(
+        str(EXAMPLES / "cat.jpg"), top_k=3)
+    assert len(single.classes) == 1 and single.decision is None and not single.changed
+    assert "nothing to decide between" in render_report(single)
     clf = _classifier(tiny_backbone, tmp_path, views=2)
     with pytest.raises(AWTError, match="videos are not explained yet"):
         clf.explain(str(tmp_path / "clip.mp4"))

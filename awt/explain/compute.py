@@ -274,14 +274,14 @@ def explain(clf, image: ImageInput, top_k: int = 3, method: str | None = None) -
             index, clf.classnames[index], j + 1 if j < k else 0, float(ex.score[0, j]), float(clip[index]), list(prompts),
             ex.b[0, j, :real].float().cpu(), ex.prompt_scores[0, j, :real].float().cpu(),
             ex.view_scores[0, j].float().cpu(), plan, cosine, _pairs(plan, cosine, TOP_PAIRS)))
-    top, extra = explained[:k], explained[k:]
-    winner = top[0]
-    rival_index = clip_top if clip_top != winner.index else (top[1].index if k > 1 else extra[0].index)
-    rival = next(c for c in explained if c.index == rival_index)
-    decision = Decision(
+    top, winner = explained[:k], explained[0]
+    others = [c for c in explained if c.index != winner.index]   # CLIP's pick first when it differs, else the runner-up
+    rival = next((c for c in others if c.index == clip_top), others[0] if others else None)
+    decision = None if rival is None else Decision(
         winner.index, rival.index, winner.score - rival.score, _ranked(winner.view_scores - rival.view_scores),
         _ranked(winner.prompt_scores - winner.prompt_weights * rival.score),
         _ranked(rival.prompt_weights * winner.score - rival.prompt_scores))
     return Explanation(_describe(image), method, float(clf.logit_scale), source, views, top,
                        ex.all_scores[0].float().cpu(), clip_top, clf.classnames[clip_top], decision,
-                       None if rival.rank else rival, int(ex.iterations[0]), clf.backbone.name)
+                       rival if rival is not None and not rival.rank else None, int(ex.iterations[0]),
+                       clf.backbone.name)

@@ -131,6 +131,8 @@ def _bar(value: float, top: float) -> str:
 
 def _decision(ex: Explanation) -> tuple[str, str]:
     d = ex.decision
+    if d is None:
+        return "One class", "<p>The class set has one class: nothing to decide between.</p>"
     winner, rival = ex.explained(d.winner), ex.explained(d.rival)
     why = "AWT changed CLIP's prediction" if ex.changed else "Ahead of the runner-up"
     title = f"{why}: {winner.name} over {rival.name}"
