@@ -110,8 +110,6 @@ def test_ablations_and_what_cannot_be_explained(tiny_backbone, tmp_path):
     assert len(single.classes) == 1 and single.decision is None and not single.changed
     assert "nothing to decide between" in render_report(single)
     clf = _classifier(tiny_backbone, tmp_path, views=2)
-    with pytest.raises(AWTError, match="videos are not explained yet"):
-        clf.explain(str(tmp_path / "clip.mp4"))
     with pytest.raises(AWTError, match="no such file"):
         clf.explain(str(tmp_path / "missing.jpg"))
 
@@ -142,3 +140,43 @@ def test_the_report_is_one_escaped_file_with_nothing_to_fetch(tiny_backbone, tmp
 
     with Image.open(tmp_path / "figure.png") as figure:
         assert figure.format == "PNG" and figure.size[1] > figure.size[0] / 2
+
+
+def test_a_video_is_explained_with_its_frame_crops_as_views(tiny_backbone, tmp_path):
+    from awt.explain import render_report
+    from awt.explain.views import GAP
+    from awt.video_sampling import VideoSampling
+    from awt.videos import sample_video
+    from video_files import write_video
+
+    sampling = VideoSampling(frames=3, crops=3, clips=2)        # 18 views: frames x crops x clips
+    video = str(write_video(tmp_path / "clip.mp4", 40, 25, 96, 64))
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(NAMES, descriptions=DESCRIPTIONS, descriptions_per_class=3,
+                                                      video=sampling, cache_dir=tmp_path))
+    ex = clf.explain(video, top_k=2)
+    [result] = clf.classify([video], top_k=len(NAMES), num_workers=0)
+    assert torch.allclose(ex.scores, torch.tensor([dict((p.index, p.score) for p in result.predictions)[i]
+                                                   for i in range(len(NAMES))]), atol=1e-5)
+    assert ex.video and len(ex.views) == 18 and ex.classes[0].plan.shape == (18, 4)
+    assert torch.allclose(ex.classes[0].plan.sum(1), torch.tensor([v.weight for v in ex.views]), atol=1e-5)
+    # the mosaic: 2 rows (clips) of 3 frames, scaled to a shorter side of 64; view 0 the centre crop of the
+    # middle frame of the middle clip, and each view's box inside its own frame, holding that frame's number
+    sampled = sample_video(video, sampling, 64)
+    assert ex.source.size == (3 * 96 + 2 * GAP, 2 * 64 + GAP)
+    assert ex.views[0].frame == 1 * 3 + 1 and ex.views[0].box == (16.0 + 1 * (96 + GAP), 64.0 + GAP, 80.0 + 1 * (96 + GAP),
+                                                                   128.0 + GAP)
+    mosaic = torch.from_numpy(__import__("numpy").asarray(ex.source).copy()).permute(2, 0, 1)
+    for v in ex.views:
+        x0, y0, x1, y1 = (int(c) for c in v.box)
+        assert (x1 - x0, y1 - y0) == (64, 64) and x0 // (96 + GAP) == v.frame % 3 and y0 // (64 + GAP) == v.frame // 3
+        frame = sampled.frames[v.frame]
+        fy, fx = (v.frame // 3) * (64 + GAP), (v.frame % 3) * (96 + GAP)
+        assert torch.equal(mosaic[:, fy:fy + 64, fx:fx + 96], frame) and v.time == sampled.times.flat[v.frame]
+    # the crops cut from the mosaic at those boxes are the views the classifier encoded
+    packed = pack_views([mosaic.contiguous()], [torch.tensor([v.box for v in ex.views])],
+                        [torch.zeros(len(ex.views), dtype=torch.bool)])
+    crops = cut_views(packed, tiny_backbone.image_size, tiny_backbone.mean, tiny_backbone.std, tiny_backbone.device)
+    features = next(clf.iter_image_features([video], num_workers=0)).features[0]
+    assert torch.allclose(tiny_backbone.encode_images(crops.flatten(0, 1)), features, atol=1e-5)
+    assert json.loads(json.dumps(ex.to_json()))["views"][0]["frame"] == 4
+    assert "clip.mp4" in render_report(ex)

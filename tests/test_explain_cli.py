@@ -59,10 +59,17 @@ def test_report_numbers_and_figure_of_one_photo(class_files, labeled_images, tin
     assert all(f"#{x['rank']} {x['class']}" in html for x in doc["classes"])
     if figure:
         assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # --json -: the JSON alone on stdout, the summary on stderr
-    r = run_awt("explain", photo, *common, "--top-k", "1", "--json", "-", cache=tmp_path / "cache")
+    # --json -: the JSON alone on stdout, the summary on stderr; a video, its frame crops as views (its
+    # scores against classify's: tests/test_explain.py)
+    from video_files import write_video
+
+    video = str(write_video(tmp_path / "clip.mp4", 30, 25, 96, 64))
+    r = run_awt("explain", video, *common, "--top-k", "1", "--json", "-", "--frames", "2", "--crops", "3", "--clips",
+                "2", cache=tmp_path / "cache")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["awt"] == doc["awt"] and f"{photo}: AWT " in r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["video"] is True and len(shown["views"]) == 12 and f"{video}: AWT " in r.stderr
+    assert {v["frame"] for v in shown["views"]} == {0, 1, 2, 3}
 
 
 def _has_matplotlib() -> bool:
@@ -78,7 +85,7 @@ def test_user_errors_are_one_line_before_the_model_loads(class_files, tmp_path):
     cases = {
         "nothing to write: give --out": [photo, *base],
         "missing.jpg: no such file": [str(tmp_path / "missing.jpg"), *base, *out],
-        "videos are not explained yet": [str(tmp_path / "clip.mp4"), *base, *out],
+        "clip.mp4: no such file": [str(tmp_path / "clip.mp4"), *base, *out],
         "a figure is written as png, pdf, svg": [photo, *base, "--png", str(tmp_path / "f.gif")],
         "its folder": [photo, *base, "--out", str(tmp_path / "none" / "r.html")],
         "method 'clip' has no transport plan": [photo, *base, *out, "--method", "clip"],

@@ -37,6 +37,40 @@ def report(tiny_backbone, labeled_images, tmp_path_factory):
     return ex, d / "report.html"
 
 
+def _panning_video(path: Path, frames: int = 48, size: tuple[int, int] = (256, 144)) -> Path:
+    """A real video (6 s): a camera panning across a photo, left to right, with PyAV's libx264."""
+    import av
+
+    with Image.open(EXAMPLES / "astronaut.jpg") as photo:
+        photo = photo.convert("RGB").resize((512, 512))
+    w, h = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for k in range(frames):
+            x = round((512 - w * 2) * k / (frames - 1))
+            view = photo.crop((x, 100, x + w * 2, 100 + h * 2)).resize((w, h))
+            for packet in stream.encode(av.VideoFrame.from_image(view)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video_report(tiny_backbone, labeled_images, tmp_path_factory):
+    from awt.descriptions import load_descriptions
+    from awt.explain import write_report
+
+    d = tmp_path_factory.mktemp("video-report")
+    clf = AWTClassifier(tiny_backbone, ClassifierSpec(labeled_images.classnames,
+                                                      load_descriptions(labeled_images.descriptions),
+                                                      descriptions_per_class=4, cache_dir=d / "cache"))
+    ex = clf.explain(str(_panning_video(d / "pan.mp4")), top_k=2)   # 8 frames x 3 crops x 4 clips
+    write_report(ex, d / "report.html")
+    return ex, d / "report.html"
+
+
 def _picture(page, selector: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.locator(selector).first.screenshot())).convert("RGB"), dtype=float)
 
@@ -90,4 +124,21 @@ def test_the_gallery_links_to_its_reports(browser, report, tmp_path):
     page.wait_for_load_state()
     assert page.url == path.as_uri() and page.locator("section.card").count() >= 3
     assert problems == [] and requested == [page_file.as_uri(), path.as_uri()]
+    page.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_video_report_shows_its_frames_and_crops(browser, video_report, tmp_path, width):
+    ex, path = video_report
+    assert ex.video and len(ex.views) == 96
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    problems, requested = watch(page)
+    page.goto(path.as_uri())
+    shot(page, tmp_path, f"explain-video-report-{width}.png")
+    assert problems == [] and requested == [path.as_uri()]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert "sampled frames" in page.inner_text("section.card h2 >> nth=0")
+    assert " at " in page.inner_text(".thumb figcaption >> nth=0")     # a view's time in the video
+    for selector in ("svg.figure", ".thumb svg", ".heat img"):
+        assert _picture(page, selector).std(axis=(0, 1)).mean() > 10, selector
     page.close()

@@ -56,11 +56,9 @@ def classify(
     cache_dir: Optional[Path] = options.CACHE_DIR,
     no_cache: bool = options.NO_CACHE,
     max_pixels: int = options.MAX_PIXELS,
-    frames: int = typer.Option(defaults.VIDEO_FRAMES, min=1, help="Video: frames per clip (views: frames x crops "
-                               "x clips; view 0 is the centre crop of the middle frame of the middle clip)."),
-    crops: int = typer.Option(defaults.VIDEO_CROPS, min=1, max=3, help="Video: square crops per frame, across its "
-                              "long side."),
-    clips: int = typer.Option(defaults.VIDEO_CLIPS, min=1, help="Video: clips spread over the video."),
+    frames: int = options.FRAMES,
+    crops: int = options.CROPS,
+    clips: int = options.CLIPS,
 ) -> None:
     """Classify images and videos zero-shot among the classes in --classes."""
     from ..video_sampling import VideoSampling

@@ -26,7 +26,7 @@ def _check_output(path: Path, what: str) -> None:
 
 
 def explain(
-    image: Path = typer.Argument(..., readable=False, show_default=False, help="The image to explain."),
+    image: Path = typer.Argument(..., readable=False, show_default=False, help="The image (or video) to explain."),
     classes: Path = options.CLASSES,
     descriptions: Optional[Path] = options.DESCRIPTIONS,
     top_k: int = typer.Option(3, "--top-k", min=1, help="Classes explained: AWT's best K."),
@@ -50,25 +50,37 @@ def explain(
     cache_dir: Optional[Path] = options.CACHE_DIR,
     no_cache: bool = options.NO_CACHE,
     max_pixels: int = options.MAX_PIXELS,
+    frames: int = options.FRAMES,
+    crops: int = options.CROPS,
+    clips: int = options.CLIPS,
 ) -> None:
     """Show which views and which descriptions decided an image's classes, and the transport plan between them."""
     from ..explain import check_explainable, check_figure_support
+    from ..video_sampling import VideoSampling
 
     if out is None and json_out is None and png is None:
         raise AWTError("nothing to write: give --out report.html, --json FILE (or - for stdout) or --png FILE")
     for path, what in ((out, "out"), (png, "png"), (None if json_out in (None, "-") else Path(json_out), "json")):
         if path is not None:
             _check_output(path, what)
-    check_explainable(method, image)
+    check_explainable(method)
     if png is not None:
         check_figure_support(png)
     spec = options.build_spec(
         classes, descriptions, template=template, views=views, descriptions_per_class=descriptions_per_class,
         allow_fewer_descriptions=allow_fewer_descriptions, seed=seed, method=method, cache_dir=cache_dir,
-        no_cache=no_cache, max_pixels=max_pixels)
-    from ..images import load_image
+        no_cache=no_cache, max_pixels=max_pixels, video=VideoSampling(frames, crops, clips))
+    from ..inputs import is_video
 
-    load_image(image, max_pixels=spec.decoding.max_pixels)   # an unreadable image is said before a model loads
+    # an unreadable input is said before a model loads
+    if is_video(image):
+        from ..videos import probe_video
+
+        probe_video(image, max_pixels=spec.decoding.max_pixels)
+    else:
+        from ..images import load_image
+
+        load_image(image, max_pixels=spec.decoding.max_pixels)
 
     from ..backbones import create_backbone
     from ..classifier import create_classifier

@@ -37,6 +37,11 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the embe
 MAX_PIXELS = typer.Option(defaults.MAX_PIXELS, "--max-pixels", min=0, help="Refuse images (and video frames) of more "
                           "pixels than this (width x height, as stored) as possible decompression bombs; 0: no limit. "
                           "Large JPEGs are decoded at reduced size whatever the limit.")
+FRAMES = typer.Option(defaults.VIDEO_FRAMES, "--frames", min=1, help="Video: frames per clip (views: frames x crops "
+                      "x clips; view 0 is the centre crop of the middle frame of the middle clip).")
+CROPS = typer.Option(defaults.VIDEO_CROPS, "--crops", min=1, max=3, help="Video: square crops per frame, across its "
+                     "long side.")
+CLIPS = typer.Option(defaults.VIDEO_CLIPS, "--clips", min=1, help="Video: clips spread over the video.")
 
 
 def build_spec(classes: Path, descriptions: Optional[Path], *, template: str, views: int,

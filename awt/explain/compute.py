@@ -7,9 +7,8 @@ weights, their plan (views x prompts), and their score split over views and over
 ``s * T * cos``). Beside them: CLIP's prediction (view 0 against the bare template) and what moved
 AWT's decision away from it, or ahead of its runner-up.
 
-The views' boxes and flips are drawn again from the decoded image with the loader's own helpers
-(:func:`awt.loading.decode_input`, :func:`awt.loading.view_recipe`): the same seed and pixels give
-the same boxes the encoder saw.
+Each view's box (and flip) comes from :mod:`awt.explain.views`: an image's are drawn again as the
+loader workers drew them, a video's are crops of its sampled frames, shown as one mosaic.
 """
 
 from __future__ import annotations
@@ -21,27 +20,16 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..augment import cap_size
 from ..errors import AWTError
 from ..images import ImageInput
 from ..inputs import is_video
-from ..loading import decode_input, view_recipe, view_source_side
 from ..methods import get_method
 from ..scoring import awt_explain, clip_scores
+from .views import View, image_views, video_views
 
 # Methods whose scores are a transport plan's, and whether their marginals are uniform.
 _TRANSPORT_METHODS = {"awt": False, "awt-image": False, "awt-text": False, "awt-uniform": True}
 TOP_PAIRS = 8   # (view, prompt) pairs kept per class, heaviest first
-
-
-@dataclass
-class View:
-    """One view of the image: ``box`` (x0, y0, x1, y1) in the pixels of :attr:`Explanation.source`."""
-
-    index: int
-    box: tuple[float, float, float, float]
-    flip: bool
-    weight: float          # a_v, the view's weight (the plan's row sum, the same for every class)
 
 
 @dataclass
@@ -107,6 +95,7 @@ class Explanation:
     rival: ClassExplanation | None = None   # the decision's rival when it is not among ``classes``
     iterations: int = 0                     # Sinkhorn iterations of the image's problems
     model: str = ""                         # the backbone's name
+    video: bool = False                     # a video: its views are crops of its sampled frames
 
     @property
     def awt_index(self) -> int:
@@ -142,7 +131,9 @@ class Explanation:
         d = self.decision
         doc = {"image": self.image, "model": self.model, "method": self.method, "logit_scale": r(self.logit_scale),
                "size": list(self.source.size) if self.source is not None else None,
-               "views": [{"index": v.index, "box": [r(x) for x in v.box], "flip": v.flip, "weight": r(v.weight)}
+               "video": self.video,
+               "views": [{"index": v.index, "box": [r(x) for x in v.box], "flip": v.flip, "weight": r(v.weight),
+                          **({"frame": v.frame, "time": round(v.time, 4)} if v.frame is not None else {})}
                          for v in self.views],
                "awt": {"class": self.classes[0].name, "index": self.awt_index, "score": r(self.classes[0].score)},
                "clip": {"class": self.clip_name, "index": self.clip_index}, "changed": self.changed,
@@ -156,62 +147,16 @@ class Explanation:
         return doc
 
 
-def view0_box(preprocess, width: int, height: int) -> tuple[float, float, float, float]:
-    """The part of a ``width x height`` image that the backbone's preprocessing keeps for view 0:
-    a torchvision ``Resize`` of the shorter side then a ``CenterCrop`` keep a centred box, a resize
-    to a fixed (h, w) keeps it all; a preprocessing that cannot be read: the centred square."""
-    steps = getattr(preprocess, "transforms", None) or []
-    resize = next((t for t in steps if type(t).__name__ == "Resize"), None)
-    crop = next((t for t in steps if type(t).__name__ == "CenterCrop"), None)
-    size = getattr(resize, "size", None)
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        if crop is None:
-            return (0.0, 0.0, float(width), float(height))
-        size = None   # squashed, then cropped: read as the centred square
-    short = min(width, height)
-    keep_w = keep_h = float(short)
-    if size is not None and crop is not None:
-        side = size[0] if isinstance(size, (list, tuple)) else size
-        ch, cw = (crop.size, crop.size) if isinstance(crop.size, int) else (crop.size[0], crop.size[-1])
-        scale = short / float(side)
-        keep_w, keep_h = min(float(width), cw * scale), min(float(height), ch * scale)
-    x0, y0 = (width - keep_w) / 2, (height - keep_h) / 2
-    return (x0, y0, x0 + keep_w, y0 + keep_h)
-
-
-def check_explainable(method: str, image: ImageInput | None = None) -> None:
-    """An AWTError unless ``method`` scores by transport and ``image`` is an image (checked before any model loads)."""
+def check_explainable(method: str) -> None:
+    """An AWTError unless ``method`` scores by transport (checked before any model loads)."""
     get_method(method)
     if method not in _TRANSPORT_METHODS:
         raise AWTError(f"method {method!r} has no transport plan to explain; explain one of "
                        f"{', '.join(_TRANSPORT_METHODS)}", setting="method")
-    if image is not None and is_video(image):
-        raise AWTError(f"{os.fspath(image)}: videos are not explained yet (frames as views); explain an image, "
-                       "e.g. one frame of it")
 
 
 def _describe(item: ImageInput) -> str:
     return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__}>"
-
-
-def _view_recipe(clf, image: ImageInput, n_random: int) -> tuple[Image.Image, list[View]]:
-    """The source image and the views' boxes and flips, as the loader workers drew them (weights 0)."""
-    side = view_source_side(clf.backbone)
-    decoding = clf.spec.decoding
-    decoded = decode_input(image, side, decoding)
-    w, h = decoded.size
-    x0, y0, x1, y1 = view0_box(clf.backbone.preprocess, w, h)
-    if n_random:
-        pixels, boxes, flips = view_recipe(decoded, n_random, clf.spec.seed, side, decoding)
-        source = Image.fromarray(pixels.permute(1, 2, 0).numpy())
-    else:
-        source = cap_size(decoded, side) if decoding.source_cap else decoded
-        boxes, flips = torch.empty(0, 4), torch.empty(0, dtype=torch.bool)
-    sx, sy = source.size[0] / w, source.size[1] / h   # view 0 was cut from the decoded image: its box, scaled
-    views = [View(0, (x0 * sx, y0 * sy, x1 * sx, y1 * sy), False, 0.0)]
-    views += [View(i + 1, tuple(float(x) for x in box), bool(flip), 0.0)
-              for i, (box, flip) in enumerate(zip(boxes.tolist(), flips.tolist()))]
-    return source.convert("RGB"), views
 
 
 def _pairs(plan: torch.Tensor, cosine: torch.Tensor, count: int) -> list[Pair]:
@@ -236,12 +181,14 @@ def explain(clf, image: ImageInput, top_k: int = 3, method: str | None = None) -
         heaviest pairs; every class's score (equal to ``classify``'s); CLIP's prediction and the decision.
     """
     method = method or clf.spec.method
-    check_explainable(method, image)
+    check_explainable(method)
     if top_k < 1:
         raise AWTError(f"top_k must be >= 1, got {top_k}", setting="top_k")
     m = get_method(method)
     n_random = m.views_used(clf.spec.views)
-    batch = next(iter(clf.iter_image_features([image], num_workers=0, views=n_random)))
+    video = is_video(image)
+    batch = next(iter(clf.iter_image_features([image], num_workers=0, views=n_random,
+                                              video_view0_only=not m.random_views)))
     if batch.errors:
         raise batch.errors[0][1]
     prompt_set = clf.classes_for(method)
@@ -260,7 +207,7 @@ def explain(clf, image: ImageInput, top_k: int = 3, method: str | None = None) -
         return torch.tensor([list(dict.fromkeys(chosen))])
 
     ex = awt_explain(features, text, mask, clf.logit_scale, clf.spec.awt, pick, uniform=_TRANSPORT_METHODS[method])
-    source, views = _view_recipe(clf, image, n_random)
+    source, views = video_views(clf, image, not m.random_views) if video else image_views(clf, image, n_random)
     a = ex.a[0].float().cpu()
     for view, weight in zip(views, a.tolist()):
         view.weight = weight
@@ -284,4 +231,4 @@ def explain(clf, image: ImageInput, top_k: int = 3, method: str | None = None) -
     return Explanation(_describe(image), method, float(clf.logit_scale), source, views, top,
                        ex.all_scores[0].float().cpu(), clip_top, clf.classnames[clip_top], decision,
                        rival if rival is not None and not rival.rank else None, int(ex.iterations[0]),
-                       clf.backbone.name)
+                       clf.backbone.name, video)

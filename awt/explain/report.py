@@ -25,6 +25,7 @@ from ..files import atomic_write_text
 from .compute import ClassExplanation, Explanation, View
 
 IMAGE_SIDE = 768        # the embedded image's longer side at most (pixels)
+MOSAIC_SIDE = 1600      # a video's mosaic of frames: its longer side at most
 THUMBNAILS = 6          # heaviest views shown as crops
 ROWS = 8                # rows of the tables of views and pairs
 # viridis at five stops: dark for an empty cell, yellow for the heaviest
@@ -89,7 +90,7 @@ def _figure(ex: Explanation, strength: list[float], first: bool, label: str) -> 
     """The image with every view's box; ``strength`` (per view, 0-1) sets its outline's width and colour."""
     w, h = ex.source.size
     if first:
-        scale = min(1.0, IMAGE_SIDE / max(w, h))
+        scale = min(1.0, (MOSAIC_SIDE if ex.video else IMAGE_SIDE) / max(w, h))
         shown = ex.source if scale == 1.0 else ex.source.resize((max(1, round(w * scale)), max(1, round(h * scale))),
                                                                  Image.Resampling.LANCZOS)
         picture = f'<image id="src" href="{data_uri(shown, quality=85)}" x="0" y="0" width="{w}" height="{h}"/>'
@@ -97,7 +98,7 @@ def _figure(ex: Explanation, strength: list[float], first: bool, label: str) -> 
         picture = '<use href="#src"/>'
     order = sorted(range(len(ex.views)), key=lambda i: strength[i])
     boxes, labels = [], []
-    font = max(w, h) / 28
+    font = min(max(w, h) / 28, min(w, h) / 9)
     for rank, i in enumerate(reversed(order)):
         v, t = ex.views[i], strength[i]
         x0, y0, x1, y1 = v.box
@@ -108,6 +109,11 @@ def _figure(ex: Explanation, strength: list[float], first: bool, label: str) -> 
             labels.append(f'<text x="{x0 + font * 0.3:.1f}" y="{y0 + font * 1.05:.1f}" font-size="{font:.1f}">{v.index}</text>')
     return (f'<svg class="figure" viewBox="0 0 {w} {h}" role="img" aria-label="{_e(label)}">{picture}'
             + "".join(boxes) + "".join(labels) + "</svg>")
+
+
+def _when(view: View) -> str:
+    """A video view's time (`` at 1.20 s``); nothing for an image's."""
+    return f" at {view.time:.2f} s" if view.time is not None else ""
 
 
 def _spread(values: list[float]) -> list[float]:
@@ -138,7 +144,7 @@ def _decision(ex: Explanation) -> tuple[str, str]:
     title = f"{why}: {winner.name} over {rival.name}"
     views = [(i, x) for i, x in d.views if x > 0][:4]
     top = max([abs(x) for _, x in d.views] or [1.0])
-    rows = "".join(f'<tr><td class="crop">{_crop(ex.views[i], 64)}</td><td>view {i} (weight {_f(ex.views[i].weight)})'
+    rows = "".join(f'<tr><td class="crop">{_crop(ex.views[i], 64)}</td><td>view {i}{_when(ex.views[i])} (weight {_f(ex.views[i].weight)})'
                    f'{_bar(x, top)}</td><td class="num">+{_f(x)}</td></tr>' for i, x in views)
 
     def prompts(c: ClassExplanation, shares: list[tuple[int, float]], sign: str) -> str:
@@ -207,7 +213,7 @@ def render_report(ex: Explanation) -> str:
     weights = _spread([v.weight for v in ex.views])
     heaviest = sorted(range(len(ex.views)), key=lambda i: -ex.views[i].weight)[:THUMBNAILS]
     thumbs = "".join(f'<figure class="thumb">{_crop(ex.views[i])}<figcaption>view {i}{" &harr;" if ex.views[i].flip else ""}'
-                     f' &middot; {_f(ex.views[i].weight)}</figcaption></figure>' for i in heaviest)
+                     f'{_when(ex.views[i])} &middot; {_f(ex.views[i].weight)}</figcaption></figure>' for i in heaviest)
     awt, clip = ex.classes[0], ex.clip_name
     verdict = (f'<span class="pill awt">AWT: {_e(awt.name)} ({_f(awt.score)})</span>'
                f'<span class="pill clip">CLIP: {_e(clip)}</span>'
@@ -223,6 +229,12 @@ def render_report(ex: Explanation) -> str:
         title=_e(f"Why {awt.name}? {os.path.basename(ex.image) or ex.image}"), verdict=verdict, settings=settings,
         views_figure=_figure(ex, weights, True, "the image with every view's box, outlined by its weight"),
         thumbnails=thumbs, decision_title=decision_title, decision=decision, classes="\n".join(cards),
+        views_layout="stack" if ex.video else "grid",
+        views_title="The sampled frames (a row per clip) and the views cut from them" if ex.video
+        else "The views and their weights",
+        views_caption="Each box is a view the encoder saw, a square crop of a frame (view 0: the centre crop of the "
+        "middle frame of the middle clip)" if ex.video
+        else "Each box is a view the encoder saw (view 0: the plain centre crop)",
         version=_e(__version__), weight_range=f"{_f(min(v.weight for v in ex.views))} (pale, thin) to "
         f"{_f(max(v.weight for v in ex.views))} (orange, thick)")
 
