@@ -55,7 +55,7 @@ def explain_sweep(config: BenchConfig, output: str | os.PathLike, k: int, top_k:
     backbones = {}
     for (bb_name, ds_name), run in runs.items():
         if run.dataset.video is not None:
-            _log.info(f"{bb_name}/{ds_name}: videos are not explained yet, no gallery")
+            _log.info(f"{bb_name}/{ds_name}: a video dataset; galleries are made for image datasets only")
             continue
         ds = prepare_dataset(run.dataset, run.descriptions_per_class, config.path)
         if bb_name not in backbones:
