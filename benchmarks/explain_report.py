@@ -4,7 +4,7 @@
                                         [--model tiny|ViT-B-32] [--repeat 3]
 
 One photo (awt/data/examples/astronaut.jpg) is classified (``clf.classify``) and explained
-(``clf.explain`` + ``write_report``), each ``repeat`` times after a warm-up, on a model with random
+(``clf.explain`` + ``write_report``), in turns, ``repeat`` times after a warm-up, on a model with random
 weights. The class set's prompt embeddings are random unit vectors of the model's width, handed to
 the classifier as already encoded (encoding a million prompts on a CPU would take the whole run);
 the scorer's work depends on their shape (classes x 1 + M prompts), not on their values. Printed:
@@ -37,14 +37,19 @@ TINY = {"model_cfg": {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers"
                            "interpolation": "bicubic", "resize_mode": "shortest"}}
 
 
-def median_seconds(fn, repeat: int) -> tuple[float, object]:
-    fn()   # warm-up: loader pool, buffers
-    times, out = [], None
+def in_turns(calls: dict, repeat: int) -> dict[str, tuple[float, object]]:
+    """Each call's median time over ``repeat`` rounds, the calls timed in turns within each round (a busy
+    spell of a shared machine then hits them alike), after one warm-up round (loader pool, buffers)."""
+    for fn in calls.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    last = {}
     for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            last[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: (statistics.median(times[name]), last[name]) for name in calls}
 
 
 def main() -> None:
@@ -54,7 +59,7 @@ def main() -> None:
     p.add_argument("--descriptions", type=int, default=50)
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--model", default="tiny", help="tiny (a 2-layer ViT, width 64) or an open_clip name")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
 
     from awt import AWTClassifier, ClassifierSpec
@@ -82,10 +87,10 @@ def main() -> None:
     prompts = spec.prompts(get_method("awt").prompts)
     clf = AWTClassifier(backbone, spec, classes=ClassPrompts(names, prompts, features, None))
 
-    classify_s, results = median_seconds(lambda: clf.classify([str(PHOTO)], top_k=args.top_k, num_workers=0),
-                                         args.repeat)
     out = work / "report.html"
-    explain_s, size = median_seconds(lambda: write_report(clf.explain(str(PHOTO), top_k=args.top_k), out), args.repeat)
+    timed = in_turns({"classify": lambda: clf.classify([str(PHOTO)], top_k=args.top_k, num_workers=0),
+                      "explain": lambda: write_report(clf.explain(str(PHOTO), top_k=args.top_k), out)}, args.repeat)
+    (classify_s, results), (explain_s, size) = timed["classify"], timed["explain"]
     ex = clf.explain(str(PHOTO), top_k=args.top_k)
     same = [x.index for x in ex.classes] == [x.index for x in results[0].predictions]
     json_bytes = len(json.dumps(ex.to_json()).encode())
