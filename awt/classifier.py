@@ -154,6 +154,13 @@ class AWTClassifier:
         return [[Prediction(i, self.classnames[i], float(v)) for i, v in zip(idx, val)]
                 for idx, val in zip(indices.tolist(), values.tolist())]
 
+    def explain(self, image: ImageInput, top_k: int = 3, method: str | None = None):
+        """What decided ``image``'s best ``top_k`` classes: views, prompts, weights and the transport
+        plan (:func:`awt.explain.explain`; ``method``, default the spec's, must be AWT or an ablation of it)."""
+        from .explain import explain
+
+        return explain(self, image, top_k, method)
+
     def classify(self, images: Sequence[ImageInput], top_k: int = defaults.TOP_K, method: str | None = None,
                  batch_size: int = defaults.BATCH_SIZE,
                  num_workers: int | None = None) -> list[ImageResult]:

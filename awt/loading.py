@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
+from PIL import Image
 
 from .augment import PackedViews, pack_views, random_views
 from .errors import AWTError
@@ -58,15 +59,32 @@ class ViewSource(torch.utils.data.Dataset):
     def _sample(self, index: int, item: ImageInput, n_random: int, seed: int) -> ImageSample:
         if isinstance(item, Unreadable):
             return ImageSample(index=index, error=ImageError(str(item)))
-        d = self.decoding
-        # a large JPEG is decoded at reduced size, never below the size kept for the views
-        image = load_image(item, min_short_side=self.max_short_side if d.draft else None,
-                           max_pixels=d.max_pixels, exif_transpose=d.exif_transpose)
+        image = decode_input(item, self.max_short_side, self.decoding)
         view0 = self.preprocess(image)
         if n_random == 0:
             return ImageSample(index=index, view0=view0)
-        pixels, boxes, flips = random_views(image, n_random, seed, self.max_short_side if d.source_cap else None)
+        pixels, boxes, flips = view_recipe(image, n_random, seed, self.max_short_side, self.decoding)
         return ImageSample(index=index, view0=view0, pixels=pixels, boxes=boxes, flips=flips)
+
+
+def decode_input(item: ImageInput, max_short_side: int, decoding: Decoding = Decoding()) -> Image.Image:
+    """An input decoded as the loader workers decode it: upright, RGB, a large JPEG at reduced size
+    (never below ``max_short_side``) when ``decoding.draft``; view 0 is preprocessed from this."""
+    return load_image(item, min_short_side=max_short_side if decoding.draft else None,
+                      max_pixels=decoding.max_pixels, exif_transpose=decoding.exif_transpose)
+
+
+def view_recipe(image: Image.Image, n_random: int, seed: int, max_short_side: int, decoding: Decoding = Decoding()
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random views of a decoded image as the loader workers prepare them
+    (:func:`awt.augment.random_views`): the source pixels (3, H, W) uint8, capped to
+    ``max_short_side`` when ``decoding.source_cap``, boxes (n, 4) in those pixels and flips (n,)."""
+    return random_views(image, n_random, seed, max_short_side if decoding.source_cap else None)
+
+
+def view_source_side(backbone) -> int:
+    """The shorter side the random views' source is capped to for ``backbone``: four input sizes."""
+    return 4 * max(backbone.image_size)
 
 
 class _Requests(torch.utils.data.Sampler):
@@ -265,5 +283,5 @@ def view_loader(backbone, num_workers: int, decoding: Decoding = Decoding()) -> 
     ``decoding`` says, started on first use and kept while the backbone lives: every classifier
     and benchmark run on it with the same two shares it."""
     return loader_pool(backbone, ("images", num_workers, decoding), lambda: ViewLoader(
-        backbone.preprocess, 4 * max(backbone.image_size), num_workers, pin_memory=backbone.device.type == "cuda",
+        backbone.preprocess, view_source_side(backbone), num_workers, pin_memory=backbone.device.type == "cuda",
         decoding=decoding))

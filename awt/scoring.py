@@ -325,6 +325,7 @@ class AWTExplanation:
     view_scores: torch.Tensor    # (batch, k, views): s * sum_p T * cos
     prompt_scores: torch.Tensor  # (batch, k, prompts): s * sum_v T * cos
     iterations: torch.Tensor     # (batch,) Sinkhorn iterations of each image
+    all_scores: torch.Tensor | None = None   # (batch, classes): every class's score, from the same solve
 
 
 def awt_explain(
@@ -339,22 +340,26 @@ def awt_explain(
     Args:
         image_features: (batch, views, dim); text_features: (classes, prompts, dim); prompt_mask
             (classes, prompts) or None, as for the scorer.
-        classes: (k,) class indices for every image, or (batch, k); ``None``: every class.
+        classes: (k,) class indices for every image, or (batch, k); ``None``: every class; or a
+            function of a chunk's scores (images, classes) giving its (images, k) indices (e.g. the best k).
     Returns:
         :class:`AWTExplanation`, its ``score`` equal to the scorer's.
     """
     batch, views, dim = image_features.shape
     n_classes, prompts, _ = text_features.shape
     device = image_features.device
-    chosen = torch.arange(n_classes) if classes is None else torch.as_tensor(classes, dtype=torch.long)
-    chosen = chosen.to(device).expand(batch, -1) if chosen.dim() == 1 else chosen.to(device)
-    k = chosen.shape[1]
-    out = {name: [] for name in ("a", "b", "plan", "cosine", "score", "iterations")}
+    pick = classes if callable(classes) else None
+    if pick is None:
+        chosen = torch.arange(n_classes) if classes is None else torch.as_tensor(classes, dtype=torch.long)
+        chosen = chosen.to(device).expand(batch, -1) if chosen.dim() == 1 else chosen.to(device)
+    out = {name: [] for name in ("classes", "a", "b", "plan", "cosine", "score", "iterations", "all_scores")}
     for imgs in _chunks(batch, _image_chunk(views, prompts, n_classes, device)):
         problem = awt_problem(image_features[imgs], text_features, logit_scale, config, prompt_mask, uniform)
         sol = solve(problem, config)
         scores = transport_scores(problem, sol)
-        idx = chosen[imgs]
+        idx = pick(scores).to(device, torch.long) if pick is not None else chosen[imgs]
+        out["classes"].append(idx)
+        out["all_scores"].append(scores)
         rows = torch.arange(idx.shape[0], device=device)[:, None]
         u, v, kernel = sol.u[rows, idx], sol.v[rows, idx], problem.kernel((rows, idx))
         out["a"].append(problem.a)
@@ -365,8 +370,8 @@ def awt_explain(
         out["iterations"].append(sol.iterations)
     cat = {name: torch.cat(parts) for name, parts in out.items()}
     weighted = float(logit_scale) * cat["plan"] * cat["cosine"]
-    return AWTExplanation(chosen, cat["a"], cat["b"], cat["plan"], cat["cosine"], cat["score"],
-                          weighted.sum(-1), weighted.sum(-2), cat["iterations"])
+    return AWTExplanation(cat["classes"], cat["a"], cat["b"], cat["plan"], cat["cosine"], cat["score"],
+                          weighted.sum(-1), weighted.sum(-2), cat["iterations"], cat["all_scores"])
 
 
 def _gemm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

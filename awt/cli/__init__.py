@@ -1,4 +1,4 @@
-"""The command line: ``awt classify``, ``awt describe``, ``awt bench``, ``awt models``, ``awt serve``.
+"""The command line: ``awt classify``, ``awt explain``, ``awt describe``, ``awt bench``, ``awt models``, ``awt serve``.
 
 This package is the only place that knows about typer, exit codes and stderr; the library below it
 never imports it. Each command module imports only light modules at load time (its heavy imports
@@ -149,12 +149,13 @@ def _register() -> None:
     from .bench import bench
     from .classify import classify
     from .describe import describe
+    from .explain import explain
     from .models import models
     from .serve import serve
 
     from .classify import METHODS_EPILOG
 
-    for name, command in (("classify", classify), ("describe", describe), ("bench", bench), ("models", models),
+    for name, command in (("classify", classify), ("explain", explain), ("describe", describe), ("bench", bench), ("models", models),
                           ("serve", serve)):
         app.command(name, epilog=METHODS_EPILOG if name == "classify" else None)(user_errors(command))
 

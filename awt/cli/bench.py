@@ -19,6 +19,9 @@ def bench(
     device: Optional[str] = typer.Option(None, "--device", help="Override the config's device: auto, cpu, cuda, "
                                          "cuda:1, ...", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    explain: int = typer.Option(0, "--explain", min=0, help="Then, per backbone and dataset with an awt run, explain "
+                                "the K images where AWT and CLIP disagree most: OUTPUT/explain/.../index.html links "
+                                "their reports."),
 ) -> None:
     """Run every (backbone, dataset, method) of a benchmark config; write one JSON per run and a summary.
 
@@ -51,3 +54,9 @@ def bench(
         f"{computed} feature set(s) encoded, {len(result.feature_sets) - computed} loaded from cache; "
         f"{result.seconds:.1f} s", err=True)
     typer.echo("wrote " + ", ".join(str(p) for p in result.files.values()), err=True)
+    if explain:
+        from ..bench.gallery import explain_sweep
+
+        pages = explain_sweep(cfg, output, explain)
+        if pages:
+            typer.echo("galleries: " + ", ".join(str(p) for p in pages), err=True)

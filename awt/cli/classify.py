@@ -12,6 +12,7 @@ import typer
 from .. import defaults
 from ..errors import AWTError
 from ..methods import METHODS
+from . import options
 from .flags import FLAGS
 from .interrupts import defer_interrupts
 from .text import json_line, printable
@@ -35,55 +36,37 @@ METHODS_EPILOG = _methods_epilog()
 def classify(
     images: List[Path] = typer.Argument(..., readable=False, show_default=False,
                                         help="Image or video files, or directories (walked recursively)."),
-    classes: Path = typer.Option(..., "--classes", help="Class names, one per line ('#' comments, blank lines "
-                                 "ignored).", show_default=False),
-    descriptions: Optional[Path] = typer.Option(None, help="Descriptions JSON: {class: [sentences]} or an "
-                                                "`awt describe` cache.", show_default=False),
-    template: str = typer.Option(defaults.TEMPLATE, help="Prompt template; '{}' is the class name."),
-    views: int = typer.Option(defaults.VIEWS, min=0, help="Random augmented views per image (N); view 0 is the "
-                              "plain centre crop."),
-    descriptions_per_class: Optional[int] = typer.Option(
-        None, min=0, help="Descriptions used per class (M). Default: the cache's own M for an `awt describe` "
-        f"cache, else {defaults.DESCRIPTIONS_PER_CLASS}.", show_default=False),
-    allow_fewer_descriptions: bool = typer.Option(False, "--allow-fewer-descriptions",
-                                                  help="Use what a class has when it has fewer than M."),
-    model: str = typer.Option(defaults.MODEL, help="open_clip model: name, hf-hub:ORG/REPO or local-dir:PATH; "
-                              "transformers model: hf:ORG/REPO or hf:PATH (pip install 'awt[hf]')."),
-    pretrained: str = typer.Option(defaults.PRETRAINED, help="Pretrained tag, checkpoint file, or 'none' for "
-                                   "random weights; for hf: models a Hub revision (default branch unless given)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    precision: str = typer.Option("auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16, amp, "
-                                  "amp_bf16."),
+    classes: Path = options.CLASSES,
+    descriptions: Optional[Path] = options.DESCRIPTIONS,
+    template: str = options.TEMPLATE,
+    views: int = options.VIEWS,
+    descriptions_per_class: Optional[int] = options.DESCRIPTIONS_PER_CLASS,
+    allow_fewer_descriptions: bool = options.ALLOW_FEWER,
+    model: str = options.MODEL,
+    pretrained: str = options.PRETRAINED,
+    device: str = options.DEVICE,
+    precision: str = options.PRECISION,
     batch_size: int = typer.Option(defaults.BATCH_SIZE, min=1, help="Images per batch (each with N+1 views)."),
     workers: Optional[int] = typer.Option(None, min=0, help="Image decoding processes (default: by CPU count).",
                                           show_default=False),
-    seed: int = typer.Option(defaults.SEED, min=0, help="Seed of the random views (with each image's pixels)."),
+    seed: int = options.SEED,
     top_k: int = typer.Option(defaults.TOP_K, min=1, help="Predictions shown per image."),
-    method: str = typer.Option(defaults.METHOD, help="Scoring method (listed below)."),
+    method: str = options.METHOD,
     json_lines: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one object per image."),
-    cache_dir: Optional[Path] = typer.Option(None, help=f"Embedding cache folder (default ${defaults.CACHE_ENV} "
-                                             "or ~/.cache/awt).", show_default=False),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache."),
-    max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=0, help="Refuse images (and video frames) of more "
-                                   "pixels than this (width x height, as stored) as possible decompression bombs; 0: "
-                                   "no limit. Large JPEGs are decoded at reduced size whatever the limit."),
-    frames: int = typer.Option(defaults.VIDEO_FRAMES, min=1, help="Video: frames per clip (views: frames x crops "
-                               "x clips; view 0 is the centre crop of the middle frame of the middle clip)."),
-    crops: int = typer.Option(defaults.VIDEO_CROPS, min=1, max=3, help="Video: square crops per frame, across its "
-                              "long side."),
-    clips: int = typer.Option(defaults.VIDEO_CLIPS, min=1, help="Video: clips spread over the video."),
+    cache_dir: Optional[Path] = options.CACHE_DIR,
+    no_cache: bool = options.NO_CACHE,
+    max_pixels: int = options.MAX_PIXELS,
+    frames: int = options.FRAMES,
+    crops: int = options.CROPS,
+    clips: int = options.CLIPS,
 ) -> None:
     """Classify images and videos zero-shot among the classes in --classes."""
-    from ..files import default_cache_dir
-    from ..images import Decoding
-    from ..spec import ClassifierSpec
     from ..video_sampling import VideoSampling
 
-    spec = ClassifierSpec.from_files(
-        classes, descriptions, descriptions_per_class=descriptions_per_class,
-        allow_fewer_descriptions=allow_fewer_descriptions, template=template, method=method, views=views, seed=seed,
-        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-        decoding=Decoding(max_pixels=max_pixels or None), video=VideoSampling(frames, crops, clips))
+    spec = options.build_spec(
+        classes, descriptions, template=template, views=views, descriptions_per_class=descriptions_per_class,
+        allow_fewer_descriptions=allow_fewer_descriptions, seed=seed, method=method, cache_dir=cache_dir,
+        no_cache=no_cache, max_pixels=max_pixels, video=VideoSampling(frames, crops, clips))
 
     from .. import distributed
     from ..backbones import create_backbone

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from .. import defaults
+from . import options
 from ..errors import AWTError
 from ..serve.settings import Batching, Limits
 
@@ -23,27 +24,21 @@ def serve(
                                            "requests that name none.", show_default=False),
     descriptions: Optional[Path] = typer.Option(None, help="Descriptions JSON for --classes: {class: [sentences]} "
                                                 "or an `awt describe` cache.", show_default=False),
-    template: str = typer.Option(defaults.TEMPLATE, help="Prompt template; '{}' is the class name."),
-    descriptions_per_class: Optional[int] = typer.Option(
-        None, min=0, help="Descriptions used per class (M) of --classes. Default: the cache's own M for an "
-        f"`awt describe` cache, else {defaults.DESCRIPTIONS_PER_CLASS}.", show_default=False),
-    allow_fewer_descriptions: bool = typer.Option(False, "--allow-fewer-descriptions",
-                                                  help="Use what a class has when it has fewer than M."),
-    model: str = typer.Option(defaults.MODEL, help="open_clip model: name, hf-hub:ORG/REPO or local-dir:PATH; "
-                              "transformers model: hf:ORG/REPO or hf:PATH."),
-    pretrained: str = typer.Option(defaults.PRETRAINED, help="Pretrained tag, checkpoint file, or 'none' for "
-                                   "random weights."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
-    precision: str = typer.Option("auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16, amp, "
-                                  "amp_bf16."),
-    views: int = typer.Option(defaults.VIEWS, min=0, help="Random augmented views per image (N)."),
-    seed: int = typer.Option(defaults.SEED, min=0, help="Seed of the random views (with each image's pixels)."),
+    template: str = options.TEMPLATE,
+    descriptions_per_class: Optional[int] = options.DESCRIPTIONS_PER_CLASS,
+    allow_fewer_descriptions: bool = options.ALLOW_FEWER,
+    model: str = options.MODEL,
+    pretrained: str = options.PRETRAINED,
+    device: str = options.DEVICE,
+    precision: str = options.PRECISION,
+    views: int = options.VIEWS,
+    seed: int = options.SEED,
     method: str = typer.Option(defaults.METHOD, help="Scoring method of requests that name none."),
     top_k: int = typer.Option(defaults.TOP_K, min=1, help="Predictions per image of requests that name none."),
     cache_dir: Optional[Path] = typer.Option(None, help=f"Embedding cache folder (default ${defaults.CACHE_ENV} "
                                              "or ~/.cache/awt); registered class sets are kept there too.",
                                              show_default=False),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache."),
+    no_cache: bool = options.NO_CACHE,
     max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=0, help="Refuse images of more pixels than this "
                                    "(width x height, as stored); 0: no limit."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --api-key."),

@@ -23,6 +23,8 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import AWTError, first_line
+from ..explain import check_explainable, render_report
+from ..images import ImageError
 from ..methods import METHODS
 from .batcher import Batcher, Item, QueueFull
 from .class_sets import ClassSet, ClassSets
@@ -30,10 +32,11 @@ from .engine import Engine
 from .errors import ApiError, from_awt
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import ApiKey, BodyLimits, Observe
-from .settings import Defaults, Limits
+from .settings import FIELDS, Defaults, Limits
 from .uploads import check_method, read_classify
 
 _log = logging.getLogger("awt.serve")
+EXPLAIN_TOP_K = 3   # classes explained when a request names no top_k
 
 
 @dataclass
@@ -112,7 +115,7 @@ def create_app(server: Server) -> FastAPI:
                 "defaults": {"method": server.defaults.method, "top_k": server.defaults.top_k,
                              "template": server.defaults.template},
                 "class_set": default.describe() if default else None, "limits": server.limits.as_json(),
-                "explain": False}
+                "explain": True}
 
     @app.post("/v1/classify", summary="Classify one or more images", openapi_extra=_CLASSIFY_BODY)
     async def classify(request: Request,
@@ -194,11 +197,49 @@ def create_app(server: Server) -> FastAPI:
         except AWTError as e:
             raise from_awt(e) from None
 
-    @app.post("/v1/explain", summary="Explain one image's top classes (when awt explain is installed)",
-              status_code=200, responses={501: {"description": "This version has no explanations."}})
-    async def explain() -> JSONResponse:
-        raise ApiError(501, "explanations are not available in this version of awt serve (awt explain is not "
-                       "installed)", kind="unavailable")
+    @app.post("/v1/explain", summary="Explain one image's top classes: views, prompts, weights, the transport plan",
+              openapi_extra=_CLASSIFY_BODY)
+    async def explain(request: Request) -> JSONResponse:
+        """One image, with the fields of ``/v1/classify`` (``top_k`` default 3; the method must be AWT
+        or an ablation of it). The answer: ``{"class_set", ...}`` with the numbers of ``awt explain
+        --json`` (the image's views, each top class's prompts, weights, plan and score splits, CLIP's
+        prediction) and ``html``, the self-contained report."""
+        try:
+            req = await read_classify(request, server.limits)
+        except ClientDisconnect:
+            server.metrics.disconnects.inc()
+            return Response(status_code=499)
+        if len(req.images) != 1:
+            raise ApiError(400, f"explain takes one image, got {len(req.images)}", field="image")
+        method_name = check_method(req.method or server.defaults.method)
+        try:
+            check_explainable(method_name)
+        except AWTError as e:
+            raise from_awt(e) from None
+        chosen = _class_set(server, req.class_set, req.classes, req.template)
+        image_name, data = req.images[0]
+
+        def job() -> dict:   # on the model's thread, between batches
+            ex = server.engine.build(chosen).classifier.explain(data, req.top_k or EXPLAIN_TOP_K, method_name)
+            ex.image = image_name
+            return {"class_set": chosen.id, **ex.to_json(), "html": render_report(ex)}
+
+        try:
+            doc = await asyncio.wait_for(asyncio.wrap_future(server.batcher.call(job)), server.limits.request_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(503, f"not explained within the request time limit of {server.limits.request_timeout:g} s "
+                           "(the server is busy)", kind="timeout", field="request_timeout",
+                           headers={"Retry-After": str(server.batcher.retry_after())}) from None
+        except AWTError as e:
+            if not isinstance(e, ImageError):
+                raise from_awt(e) from None
+            reason = e.describe(FIELDS)
+            reason = reason[len("<bytes>: "):] if reason.startswith("<bytes>: ") else reason
+            limit = e.kind == "limit"
+            raise ApiError(413 if limit else 422, f"{image_name}: {reason}", kind="limit" if limit else "unreadable",
+                           field=e.setting or "image") from None
+        server.metrics.images.labels("explained").inc()
+        return JSONResponse(doc)
 
     wrapped = BodyLimits(app, server.limits.max_upload_bytes, server.limits.upload_timeout)
     return Observe(ApiKey(wrapped, server.api_key), server.metrics)   # type: ignore[return-value]

@@ -31,7 +31,7 @@ class Metrics:
         self.batch_seconds = Histogram("awt_serve_batch_seconds", "Time the model's thread spends on a batch",
                                        registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.queue_depth = Gauge("awt_serve_queue_depth", "Images waiting for the model's thread", registry=r)
-        self.images = Counter("awt_serve_images", "Images answered, by outcome (classified, unreadable, failed)",
+        self.images = Counter("awt_serve_images", "Images answered, by outcome (classified, explained, unreadable, failed)",
                               ["outcome"], registry=r)
         self.refused = Counter("awt_serve_queue_full", "Requests refused because the queue was full", registry=r)
         self.disconnects = Counter("awt_serve_disconnects", "Requests whose client went away before the answer",

@@ -5,22 +5,15 @@ authors' descriptions file needs ../shared."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from support.commands import run_awt
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run_awt(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AWT_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    return subprocess.run([sys.executable, "-m", "awt", *args], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -152,8 +152,29 @@ def test_every_refusal_is_one_json_error(served, labeled_images):
     assert _error(served.request("POST", "/v1/class-sets", b'{"classes": ["cat"], "template": "{} {}"}',
                                  {"Content-Type": "application/json"}), 400)["field"] == "template"
     assert _error(served.request("GET", "/nowhere"), 404)
-    assert _error(served.request("POST", "/v1/explain"), 501)["kind"] == "unavailable"
+    assert _error(served.request("POST", "/v1/explain"), 400)["field"] == "image"
     assert served.request("GET", "/readyz").json()["ready"] is True   # and it goes on
+
+
+def test_explain_answers_the_numbers_and_the_report_of_what_classify_scored(served, labeled_images):
+    [(name, data)] = _files(labeled_images.rows[4:], 1)
+    answer = served.explain([(name, data)], [("top_k", "2")])
+    assert answer.status == 200, answer.body
+    doc = answer.json()
+    [result] = served.classify([(name, data)], [("top_k", "4")]).json()["results"]
+    assert doc["image"] == name and doc["class_set"] and len(doc["views"]) == SERVE_VIEWS + 1
+    assert [c["index"] for c in doc["classes"]] == [p["index"] for p in result["predictions"][:2]]
+    assert all(abs(c["score"] - p["score"]) < 1e-4 for c, p in zip(doc["classes"], result["predictions"]))
+    assert doc["clip"]["class"] in labeled_images.classnames and isinstance(doc["changed"], bool)
+    assert doc["html"].startswith("<!doctype html>") and "default-src 'none'" in doc["html"]
+    # inline classes and an ablation; then what cannot be explained, each one JSON error
+    inline = served.explain([(name, data)], [("classes", "rocket\ncat"), ("method", "awt-uniform")]).json()
+    assert sorted(c["class"] for c in inline["classes"]) == ["cat", "rocket"] and inline["method"] == "awt-uniform"
+    assert _error(served.explain([(name, data)] * 2), 400)["field"] == "image"
+    assert _error(served.explain([(name, data)], [("method", "clip")]), 400)["field"] == "method"
+    bad = _error(served.explain([("notes.txt", b"not pixels")]), 422)
+    assert bad["kind"] == "unreadable" and bad["error"] == "notes.txt: not an image (or an unsupported format)"
+    assert served.metric('awt_serve_images_total{outcome="explained"}') >= 2
 
 
 def _read_reply(sock: socket.socket) -> str:

@@ -1,51 +1,27 @@
 """The page of `awt serve` in a real browser: the system's headless Chromium, driven by Playwright.
 
 Skipped, with the reason, where no Chromium is installed (``apt-get install chromium``) or Playwright
-is missing; nothing else depends on it. ``AWT_SCREENSHOTS=DIR`` keeps the screenshots there.
+is missing (tests/support/browser.py); nothing else depends on it. ``AWT_SCREENSHOTS=DIR`` keeps the screenshots there.
 """
 
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from support.browser import launch_browser, shot as _shot, watch
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium): the page's browser test is skipped")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    with sync_api.sync_playwright() as p:
-        # no sandbox: tests may run as root, where Chromium refuses its sandbox
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-def _shot(page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
-    keep = os.environ.get("AWT_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(keep) / name)
-    return path
+    yield from launch_browser()
 
 
 def test_the_page_classifies_dropped_and_chosen_images(browser, served, labeled_images, tmp_path):
     base = f"http://127.0.0.1:{served.port}"
     page = browser.new_page(viewport={"width": 1280, "height": 860})
-    problems, requested = [], []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-            else None)
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("request", lambda r: requested.append(r.url))
+    problems, requested = watch(page)
     page.goto(base + "/")
     page.wait_for_function("document.querySelector('#set').options.length > 0 && "
                            "document.querySelector('#method').options.length > 0")
@@ -60,7 +36,12 @@ def test_the_page_classifies_dropped_and_chosen_images(browser, served, labeled_
                                       "[...c.querySelectorAll('.ranks li')].map(li => li.children[1].textContent)])")
     expected = served.classify([(p.name, p.read_bytes()) for p in paths]).json()["results"]
     assert shown == [[r["image"], [p["class"] for p in r["predictions"]]] for r in expected]
-    assert page.is_hidden(".card .explain")   # this server has no explanations
+    # Explain: the report of the first image, in a sandboxed frame on the page
+    page.click(".card:nth-child(1) .explain")
+    page.wait_for_selector(".card:nth-child(1) .explanation iframe")
+    frame = page.frame_locator(".card:nth-child(1) .explanation iframe")
+    assert frame.locator("h1").inner_text().startswith("Why ")
+    assert frame.locator("section.card").count() >= 3 and frame.locator("svg.figure").count() >= 2
     assert "2 images in" in page.inner_text("#status")
     first = _shot(page, tmp_path, "serve-page-1280.png")
 

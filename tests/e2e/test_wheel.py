@@ -58,6 +58,7 @@ def test_wheel_declares_every_import(wheel):
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "awt/describe/prompts.yaml" in names and "awt/data/examples/cat.jpg" in names
     assert {"awt/serve/page/index.html", "awt/serve/page/app.js", "awt/serve/page/style.css"} <= set(names)
+    assert "awt/explain/templates/report.html" in names
     required = {re.split(r"[\s;<>=!~\[]", line.split(":", 1)[1].strip())[0].lower().replace("_", "-")
                 for line in meta.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line}
     # extras, imported only where they are asked for (serve's starlette and pydantic come with fastapi)

@@ -234,8 +234,8 @@ def test_clip_open_clip_and_transformers_agree(clip_pair, labeled_images):
 
 @pytest.mark.slow
 def test_classify_and_bench_end_to_end(built, tmp_path, labeled_images):
-    from test_bench import quiet_run, write_config, write_small_csv
-    from test_cli import run_awt
+    from support.bench_configs import quiet_run, write_config, write_small_csv
+    from support.commands import run_awt
 
     folder = built("siglip")
     classes = tmp_path / "classes.txt"

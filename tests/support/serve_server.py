@@ -94,6 +94,11 @@ class ServeProcess:
         body, content_type = multipart(files, fields)
         return self.request("POST", "/v1/classify", body, {"Content-Type": content_type, **(headers or {})})
 
+    def explain(self, files: Sequence[tuple[str, bytes]], fields: Sequence[tuple[str, str]] = (),
+                headers: dict[str, str] | None = None) -> Answer:
+        body, content_type = multipart(files, fields)
+        return self.request("POST", "/v1/explain", body, {"Content-Type": content_type, **(headers or {})})
+
     def metric(self, name: str, headers: dict[str, str] | None = None) -> float:
         """The value of one sample (``name`` with its labels, as the text format writes it)."""
         text = self.request("GET", "/metrics", headers=headers).body.decode()

@@ -26,7 +26,7 @@ from awt.images import Decoding, load_image
 from awt.loading import ViewSource, view_loader
 
 from conftest import EXAMPLES
-from test_bench import EncodeCounter, write_config, write_small_csv
+from support.bench_configs import EncodeCounter, write_config, write_small_csv
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "benchmarks" / "configs"
