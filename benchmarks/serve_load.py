@@ -15,7 +15,8 @@ it started. It prints:
 3. faults, mixed into a 16-client load: bursts that overfill the queue (503 + Retry-After, then
    retried), clients that leave mid-upload and mid-batch, a client sending a byte a second, a
    decompression bomb, a malformed multipart body, a file that is not an image; and what the
-   other clients got meanwhile (server errors, lost and wrong answers);
+   other clients got meanwhile (server errors, lost and wrong answers; like the bursts, they wait
+   out a 503 for a full queue as its Retry-After says, and ask again);
 4. SIGTERM under load: answers completed, connections refused once it stopped, requests lost,
    its exit status and how long it took to exit.
 """
@@ -29,7 +30,6 @@ import os
 import re
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -45,6 +45,7 @@ from gpu_data import TINY_CONFIGS, image_files, labelled_set, write_tiny_model  
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+RETRIES = 30   # a client's tries of one request refused with 503 + Retry-After (bounded)
 _READY = re.compile(r"awt serve: ready in [\d.]+ s on http://127\.0\.0\.1:(\d+)/")
 
 
@@ -169,7 +170,7 @@ def load(port: int, images: list[tuple[str, bytes]], expected: list, clients: in
     requests in all; every answer checked against ``expected`` (the command's predictions)."""
     todo = iter(range(requests))
     lock = threading.Lock()
-    out = {"latency": [], "ok": 0, "server_errors": 0, "lost": 0, "wrong": 0, "other": 0}
+    out = {"latency": [], "ok": 0, "server_errors": 0, "lost": 0, "wrong": 0, "other": 0, "refused": 0}
 
     def client() -> None:
         connection = http.client.HTTPConnection(HOST, port, timeout=600)
@@ -179,16 +180,26 @@ def load(port: int, images: list[tuple[str, bytes]], expected: list, clients: in
             if i is None:
                 break
             k = i % len(images)
-            try:
-                status, _, body, seconds = post(port, [images[k]], connection=connection)
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = http.client.HTTPConnection(HOST, port, timeout=600)
+            started = time.perf_counter()
+            for _ in range(RETRIES + 1):   # a 503 with Retry-After is the queue's word: wait, then ask again
+                try:
+                    status, headers, body, _ = post(port, [images[k]], connection=connection)
+                except (OSError, http.client.HTTPException):
+                    connection.close()
+                    connection = http.client.HTTPConnection(HOST, port, timeout=600)
+                    status = None
+                    break
+                wait = {h.lower(): v for h, v in headers.items()}.get("retry-after")
+                if status != 503 or wait is None:
+                    break
                 with lock:
-                    out["lost"] += 1
-                continue
+                    out["refused"] += 1
+                time.sleep(min(float(wait), 10.0))
             with lock:
-                out["latency"].append(seconds)
+                if status is None:
+                    out["lost"] += 1
+                    continue
+                out["latency"].append(time.perf_counter() - started)
                 if status == 200:
                     out["ok"] += 1
                     out["wrong"] += body["results"][0]["predictions"] != expected[k]
@@ -427,8 +438,9 @@ def main() -> None:
 
     clients = max(int(c) for c in args.clients.split(","))
     f, table = faults(server.port, images, expected, clients, max(4, clients * args.rounds), args.upload_timeout)
-    print(f"\nfaults beside {clients} clients ({f['ok']} of {max(4, clients * args.rounds)} answered 200: "
-          f"{f['server_errors']} server errors, {f['lost']} lost, {f['wrong']} wrong; "
+    print(f"\nfaults beside {clients} clients ({f['ok']} of {max(4, clients * args.rounds)} answered 200 "
+          f"after {f['refused']} refusals for a full queue, each retried after its Retry-After: "
+          f"{f['server_errors']} server errors, {f['lost']} lost, {f['wrong']} wrong; latency with the retries "
           f"p50 {percentile(f['latency'], 50):.2f} s, p99 {percentile(f['latency'], 99):.2f} s)")
     print(f"{'fault':42s} {'sent':>4s}  {'expected':52s} {'got':24s} ok")
     for name, sent, expect, got, ok in table:

@@ -553,8 +553,8 @@ def test_bytes_are_read_as_a_file_is(tmp_path, photo, tiny_backbone):
 def test_a_jpeg_decodes_after_another_library_loaded_one_pil_plugin():
     """matplotlib imports PIL's PNG plugin alone; awt's list of formats still holds every one it reads."""
     code = ("from PIL import PngImagePlugin\nfrom awt.images import load_image\n"
-            f"print(load_image({str(Path(__file__).resolve().parents[1] / 'awt' / 'data' / 'examples' / 'cat.jpg')!r}).size)")
+            f"print(load_image({str(REPO / 'awt' / 'data' / 'examples' / 'cat.jpg')!r}).size)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith("(")
