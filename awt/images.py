@@ -178,6 +178,30 @@ def _load(fp, path: str, min_short_side: int | None, max_pixels: int | None, exi
         raise ImageError(f"{path}: cannot decode: {describe_error(e)}") from None
 
 
+def check_pixels(source: bytes, max_pixels: int | None) -> None:
+    """Raise the :class:`ImageError` that :func:`load_image` would for encoded image bytes of more
+    than ``max_pixels`` pixels, from the header alone (nothing is decoded): a server refuses a
+    decompression bomb before it queues it. Any other fault is left for decoding to name."""
+    if max_pixels is None:
+        return
+    try:
+        with _pil_limit_off(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(source), formats=formats()) as im:
+                w, h = im.size
+    except Exception:
+        return
+    if w * h > max_pixels:
+        raise _over_the_limit("<bytes>", w, h, max_pixels)
+
+
+def _over_the_limit(path: str, w: int, h: int, max_pixels: int) -> ImageError:
+    mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
+    return ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} pixels (a possible "
+                      "decompression bomb)", setting="max_pixels", kind="limit", hint="raise the limit with {max_pixels}",
+                      pixels=w * h, limit=max_pixels)
+
+
 def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None,
             exif_transpose: bool = True) -> Image.Image:
     caught: list[warnings.WarningMessage] = []
@@ -188,10 +212,7 @@ def _decode(fp, path: str, min_short_side: int | None, max_pixels: int | None,
             with Image.open(fp, formats=formats()) as im:
                 w, h = im.size
                 if max_pixels is not None and w * h > max_pixels:  # before any decoding
-                    mp = f"{w * h / 1e6:.{0 if w * h >= 1e7 else 1}f}"
-                    raise ImageError(f"{path}: {w} x {h} pixels ({mp} MP) is more than the limit of {max_pixels:,} "
-                                     "pixels (a possible decompression bomb)", setting="max_pixels", kind="limit",
-                                     hint="raise the limit with {max_pixels}", pixels=w * h, limit=max_pixels)
+                    raise _over_the_limit(path, w, h, max_pixels)
                 if min_short_side is not None and im.format in ("JPEG", "MPO"):
                     for s in (8, 4, 2):  # decodes to ceil(w / s) x ceil(h / s)
                         if min(w, h) // s >= _DRAFT_MARGIN * min_short_side:

@@ -195,6 +195,8 @@ def load(port: int, images: list[tuple[str, bytes]], expected: list, clients: in
                 with lock:
                     out["refused"] += 1
                 time.sleep(min(float(wait), 10.0))
+                connection.close()   # the server closes a connection idle for longer than its keep-alive
+                connection = http.client.HTTPConnection(HOST, port, timeout=600)
             with lock:
                 if status is None:
                     out["lost"] += 1

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..errors import AWTError, first_line
 from ..explain import check_explainable, render_report
-from ..images import ImageError
+from ..images import ImageError, check_pixels
 from ..methods import METHODS
 from .batcher import Batcher, Item, QueueFull
 from .class_sets import ClassSet, ClassSets
@@ -137,6 +137,7 @@ def create_app(server: Server) -> FastAPI:
             return Response(status_code=499)
         method_name = check_method(req.method or server.defaults.method)
         chosen = _class_set(server, req.class_set, req.classes, req.template)
+        _refuse_if_all_too_large(server, req.images)
         items = [Item(name_, data, chosen, method_name, req.top_k or server.defaults.top_k,
                       server.engine.views_for(method_name)) for name_, data in req.images]
         outcomes = await _answer(server, request, items)
@@ -217,6 +218,7 @@ def create_app(server: Server) -> FastAPI:
         except AWTError as e:
             raise from_awt(e) from None
         chosen = _class_set(server, req.class_set, req.classes, req.template)
+        _refuse_if_all_too_large(server, req.images)
         image_name, data = req.images[0]
 
         def job() -> dict:   # on the model's thread, between batches
@@ -233,8 +235,7 @@ def create_app(server: Server) -> FastAPI:
         except AWTError as e:
             if not isinstance(e, ImageError):
                 raise from_awt(e) from None
-            reason = e.describe(FIELDS)
-            reason = reason[len("<bytes>: "):] if reason.startswith("<bytes>: ") else reason
+            reason = _reason(e)
             limit = e.kind == "limit"
             raise ApiError(413 if limit else 422, f"{image_name}: {reason}", kind="limit" if limit else "unreadable",
                            field=e.setting or "image") from None
@@ -243,6 +244,28 @@ def create_app(server: Server) -> FastAPI:
 
     wrapped = BodyLimits(app, server.limits.max_upload_bytes, server.limits.upload_timeout)
     return Observe(ApiKey(wrapped, server.api_key), server.metrics)   # type: ignore[return-value]
+
+
+def _reason(error: ImageError) -> str:
+    """An image's error as a client reads it: the server's names, without the ``<bytes>`` of a path."""
+    reason = error.describe(FIELDS)
+    return reason[len("<bytes>: "):] if reason.startswith("<bytes>: ") else reason
+
+
+def _refuse_if_all_too_large(server: Server, images: list[tuple[str, bytes]]) -> None:
+    """413 at once, before the queue, when every image's header says it is over the pixel limit
+    (decompression bombs cost the server no queue place and no decoding)."""
+    refused = []
+    for name, data in images:
+        try:
+            check_pixels(data, server.engine.decoding.max_pixels)
+        except ImageError as e:
+            refused.append({"image": name, "error": _reason(e)})
+            continue
+        return
+    if refused:
+        first = refused[0]
+        raise ApiError(413, f"{first['image']}: {first['error']}", kind="limit", field="max_pixels", results=refused)
 
 
 def _class_set(server: Server, set_id: str | None, classes: list[str], template: str | None) -> ClassSet:

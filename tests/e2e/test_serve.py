@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 import json
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -34,6 +36,15 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.linear_gradient("L").resize((width, height)).convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _bomb(side: int = 50_000) -> bytes:
+    """A PNG of a few hundred bytes whose header says ``side`` x ``side`` pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
 
 
 def _error(answer, status: int) -> dict:
@@ -289,6 +300,10 @@ def test_a_full_queue_is_503_with_retry_after_and_a_client_that_leaves_costs_not
     assert wait_until(lambda: slow.metric("awt_serve_queue_depth", KEY) == 4)
     full = _error(slow.classify([("b.png", image)], [("classes", "cat\ndog")], KEY), 503)
     assert full["kind"] == "busy" and full["field"] == "queue_size"
+    # a decompression bomb is refused from its header, before the queue: a 413 even now
+    bomb = _error(slow.classify([("bomb.png", _bomb())], [("classes", "cat\ndog")], KEY), 413)
+    assert bomb["field"] == "max_pixels" and bomb["results"][0]["image"] == "bomb.png"
+    assert "50000 x 50000 pixels" in bomb["error"] and bomb["error"].startswith("bomb.png: ")
     holder.join()
     assert first[0].status == 200 and len(first[0].json()["results"]) == 4
 
