@@ -50,6 +50,12 @@ def tiny_model_name(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def example_files() -> list[str]:
+    """The four packaged example photos (astronaut, cat, coffee, rocket), as paths."""
+    return [str(EXAMPLES / f) for f in ("astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg")]
+
+
+@pytest.fixture(scope="session")
 def tiny_backbone(tiny_model_name):
     from awt.backbones import create_backbone
 

@@ -9,21 +9,12 @@ from numpy.testing import assert_allclose
 from PIL import Image
 
 from awt import AWTClassifier, AWTError, ClassifierSpec
-from awt.augment import crop_views, image_seed, pack_views, sample_views
+from awt.augment import image_seed, sample_views
 from awt.images import load_image
 from awt.loading import view_loader
 from awt.oracles.awt import paper_awt_scores
 
-EXAMPLES = ["astronaut.jpg", "cat.jpg", "coffee.jpg", "rocket.jpg"]
 CLASSES = ["astronaut", "cat", "cup of coffee", "rocket", "airplane"]
-
-
-@pytest.fixture(scope="module")
-def example_files():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2] / "awt" / "data" / "examples"
-    return [str(root / f) for f in EXAMPLES]
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +86,6 @@ def test_loader_workers_are_kept_and_survive_abandoned_calls(clf, example_files,
             assert_allclose([x for _, x in got[key]], [x for _, x in ref[key]], atol=2e-3)
 
 
-def test_batch_sizes_ramp_up_then_stay():
-    from awt.loading import batch_sizes
-
-    assert batch_sizes(20, 8, ramp=True) == [1, 2, 4, 8, 5]
-    assert batch_sizes(2, 8, ramp=True) == [1, 1]
-    assert batch_sizes(10, 4, ramp=False) == [4, 4, 2]
-    assert batch_sizes(0, 4, ramp=True) == []
-
-
 def test_views_are_reproducible_and_seeded_by_content(clf, example_files):
     image = np.asarray(load_image(example_files[0]))
     b1, f1 = sample_views(*image.shape[:2], 10, image_seed(image, 0))
@@ -121,75 +103,6 @@ def test_views_are_reproducible_and_seeded_by_content(clf, example_files):
     from_pil = clf.classify([Image.open(example_files[0])], num_workers=0)[0].predictions
     from_file = clf.classify([example_files[0]], num_workers=0)[0].predictions
     assert [(p.index, round(p.score, 4)) for p in from_pil] == [(p.index, round(p.score, 4)) for p in from_file]
-
-
-def test_views_equal_pil_random_resized_crops(example_files):
-    # torchvision's RandomResizedCrop on a PIL image is crop + resize(BILINEAR), then the flip:
-    # the batched views match it to within PIL's 8-bit rounding, for up- and downscaling,
-    # and an image packed beside a larger one gives the same views as alone.
-    big = load_image(example_files[1])
-    small = load_image(example_files[2]).resize((90, 70))
-    boxes = [torch.tensor([[0, 0, 100, 80], [50, 20, 250, 220.0], [3, 7, 300, 240]]),
-             torch.tensor([[5, 5, 60, 50], [0, 0, 90, 70.0], [30, 10, 41, 19]])]
-    flips = [torch.tensor([False, True, False]), torch.tensor([True, False, True])]
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    tensors = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in (big, small)]
-    out = crop_views(tensors, boxes, flips, (32, 32), mean, std, torch.device("cpu"))
-    assert out.shape == (2, 3, 3, 32, 32)
-    assert pack_views(tensors, boxes, flips).longest == (297.0, 233.0)  # the weights' bounds, known on the host
-    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
-    for i, im in enumerate([big, small]):
-        alone = crop_views(tensors[i : i + 1], boxes[i : i + 1], flips[i : i + 1], (32, 32), mean, std, torch.device("cpu"))
-        assert_allclose(out[i].numpy(), alone[0].numpy(), atol=1e-5)
-        for j in range(3):
-            ref = im.crop(tuple(int(x) for x in boxes[i][j])).resize((32, 32), Image.BILINEAR)
-            ref = ref.transpose(Image.FLIP_LEFT_RIGHT) if flips[i][j] else ref
-            ref = (torch.from_numpy(np.asarray(ref).copy()).permute(2, 0, 1) / 255 - m) / s
-            levels = ((out[i, j] - ref) * s * 255).abs()
-            assert float(levels.max()) <= 1.01 and float(levels.mean()) < 0.5
-
-
-def test_views_do_not_depend_on_the_batch_bit_for_bit():
-    # Each image is resampled against its own padded size, so the company of larger images (or of
-    # the same size, packed apart) changes no bit of its views: a BLAS product's rounding depends on
-    # its inner dimension, and features must not depend on the batch or the rank.
-    g = torch.Generator().manual_seed(0)
-    sizes = [(70, 90), (300, 200), (65, 100), (130, 129)]   # padded: 128x128, 320x256, 128x128, 192x192
-    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in sizes]
-    boxes = [torch.tensor([[0, 0, w, h], [w // 4, h // 5, w // 2 + 3, h - 2]], dtype=torch.float32) for h, w in sizes]
-    flips = [torch.tensor([False, True])] * len(images)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    packed = pack_views(images, boxes, flips)
-    assert packed.groups == ((0, 2, 128, 128), (2, 3, 192, 192), (3, 4, 320, 256)) and packed.order_host == (0, 2, 3, 1)
-    together = crop_views(images, boxes, flips, (24, 24), mean, std, torch.device("cpu"))
-    for i in range(len(images)):
-        alone = crop_views(images[i:i + 1], boxes[i:i + 1], flips[i:i + 1], (24, 24), mean, std, torch.device("cpu"))
-        assert torch.equal(together[i], alone[0])
-
-
-def test_resize_weights_are_banded_normalised_and_flip():
-    from awt.augment import resize_weights
-
-    start, length = torch.tensor([0.0, 10.0, 3.0]), torch.tensor([40.0, 7.0, 60.0])
-    w = resize_weights(start, length, 16, 64, flip=torch.tensor([False, False, True]))
-    assert w.shape == (3, 16, 64)
-    assert_allclose(w.sum(-1).numpy(), 1.0, atol=1e-6)
-    inside = (torch.arange(64)[None] >= start[:, None]) & (torch.arange(64)[None] < (start + length)[:, None])
-    assert float(w.masked_select(~inside[:, None, :].expand_as(w)).abs().max()) == 0.0  # nothing outside the crop
-    assert int((w[0] > 0).sum(-1).max()) <= 2 * 3 + 2                                    # 40 -> 16: support 2.5
-    unflipped = resize_weights(start[2:], length[2:], 16, 64)
-    assert_allclose(w[2].numpy(), unflipped[0].flip(0).numpy(), atol=1e-6)
-    # the float16 weights of the GPU path round the same weights
-    half = resize_weights(start, length, 16, 64, flip=torch.tensor([False, False, True]), dtype=torch.float16)
-    assert half.dtype == torch.float16 and float((half.float() - w).abs().max()) < 1e-3
-
-
-def test_cpu_encoding_in_chunks_equals_one_pass(tiny_backbone):
-    h, w = tiny_backbone.image_size
-    pixels = torch.randn(70, 3, h, w, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        whole = torch.nn.functional.normalize(tiny_backbone.model.encode_image(pixels).float(), dim=-1)
-    assert_allclose(tiny_backbone.encode_images(pixels).numpy(), whole.numpy(), atol=1e-5)
 
 
 def test_baselines_and_ablations(clf, example_files):
