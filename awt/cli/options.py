@@ -1,4 +1,4 @@
-"""The options that ``awt classify`` and ``awt explain`` share: the class set, the model and the
+"""The options that ``awt classify``, ``awt explain`` and ``awt serve`` share: the class set, the model and the
 method's settings, declared once (typer reads an option's declaration from a parameter's default,
 so one declaration serves both commands), and the one way both build their spec from them."""
 
