@@ -1,6 +1,7 @@
-"""The options that ``awt classify``, ``awt explain`` and ``awt serve`` share: the class set, the model and the
-method's settings, declared once (typer reads an option's declaration from a parameter's default,
-so one declaration serves both commands), and the one way both build their spec from them."""
+"""The options that ``awt classify``, ``awt explain`` and ``awt serve`` share: the class set, the
+model and the method's settings, declared once (typer reads an option's declaration from a
+parameter's default, so one declaration serves every command), and the one way classify and
+explain build their spec from them."""
 
 from __future__ import annotations
 
