@@ -336,6 +336,10 @@ def sample_video(path: str | os.PathLike, sampling: VideoSampling, size: int,
             count, stamps = _packet_times(container, stream)
             if count == 0:
                 raise VideoError(f"{path}: has no video frames")
+            if _is_indexed(stream) and stream.frames - count > max(1, stream.frames // 100):
+                # the index survived the cut: sampling the frames left would pass a fragment for the video
+                raise VideoError(f"{path}: {count} of the {stream.frames} frames its index lists are in the file "
+                                 "(a truncated video?)")
             info = _info(stream, count, False)
             try:
                 picked = _counted_clips(path, container, stream, stamps, counted_indices(sampling, count, info.fps),

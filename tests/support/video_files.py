@@ -56,10 +56,11 @@ def read_number(pixels: np.ndarray) -> int:
 
 
 def write_video(path: Path, frames: int, fps: Fraction | int, width: int = 96, height: int = 64,
-                codec: tuple[str, dict] | None = None) -> Path:
-    """Write ``frames`` numbered frames at ``fps``; the codec is the container's from FORMATS unless given."""
+                codec: tuple[str, dict] | None = None, faststart: bool = False) -> Path:
+    """Write ``frames`` numbered frames at ``fps``; the codec is the container's from FORMATS unless
+    given; ``faststart``: an mp4's index (moov) before its frames, as streaming sites write it."""
     name, options = codec or FORMATS[path.suffix[1:]]
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None) as container:
         stream = container.add_stream(name, rate=Fraction(fps), options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for k in range(frames):

@@ -194,6 +194,19 @@ def test_unreadable_videos_are_reported_and_the_rest_encoded(tiny_backbone, vide
         probe_video(good, max_pixels=1000)
 
 
+def test_a_cut_video_whose_index_survived_is_an_error(tmp_path):
+    """An mp4 written for streaming keeps its index (moov) at the front: cut short, it still lists
+    every frame, and the frames left must not pass for the whole video (MPEG-4 part 2 frames decode
+    to the cut without an error of FFmpeg's, unlike H.264's)."""
+    data = write_video(tmp_path / "whole.mp4", 60, 10, codec=("mpeg4", {}), faststart=True).read_bytes()
+    assert sample_video(tmp_path / "whole.mp4", VideoSampling(2, 1, 2), 64).info.frames == 60
+    for name, size in [("header-only.mp4", 1200), ("half.mp4", len(data) // 2)]:
+        (tmp_path / name).write_bytes(data[:size])
+        with pytest.raises(VideoError, match=rf"{name}: \d+ of the 60 frames its index lists are in the file "
+                                             r"\(a truncated video\?\)"):
+            sample_video(tmp_path / name, VideoSampling(2, 1, 2), 64)
+
+
 def test_find_videos(tmp_path):
     for name in ["b.mp4", "a/c.MKV", "a/notes.txt", "a/d/e.webm", "z.jpg", "m.mov", "x.avi"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
