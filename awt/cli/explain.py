@@ -25,6 +25,16 @@ def _check_output(path: Path, what: str) -> None:
         raise AWTError(f"cannot write {path}: its folder {parent} does not exist", setting=what)
 
 
+def _check_distinct(outputs: list[tuple[Path, str]], inputs: list[tuple[Optional[Path], str]]) -> None:
+    """No output overwrites an input or another output."""
+    seen: dict[str, str] = {os.path.realpath(p): name for p, name in inputs if p is not None}
+    for path, what in outputs:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise AWTError(f"--{what} {path}: is also {seen[key]}; give it a file of its own", setting=what)
+        seen[key] = f"--{what}"
+
+
 def explain(
     image: Path = typer.Argument(..., readable=False, show_default=False, help="The image (or video) to explain."),
     classes: Path = options.CLASSES,
@@ -60,9 +70,15 @@ def explain(
 
     if out is None and json_out is None and png is None:
         raise AWTError("nothing to write: give --out report.html, --json FILE (or - for stdout) or --png FILE")
-    for path, what in ((out, "out"), (png, "png"), (None if json_out in (None, "-") else Path(json_out), "json")):
-        if path is not None:
-            _check_output(path, what)
+    if out is not None and str(out) == "-":
+        raise AWTError("--out - : the report is a file (give report.html); --json - writes the numbers to stdout",
+                       setting="out")
+    outputs = [(path, what) for path, what in ((out, "out"), (png, "png"),
+                                               (None if json_out in (None, "-") else Path(json_out), "json"))
+               if path is not None]
+    for path, what in outputs:
+        _check_output(path, what)
+    _check_distinct(outputs, [(image, "the input"), (classes, "--classes"), (descriptions, "--descriptions")])
     check_explainable(method)
     if png is not None:
         check_figure_support(png)

@@ -80,6 +80,10 @@ def test_user_errors_are_one_line_before_the_model_loads(class_files, tmp_path):
         "a figure is written as png, pdf, svg": [photo, *base, "--png", str(tmp_path / "f.gif")],
         "its folder": [photo, *base, "--out", str(tmp_path / "none" / "r.html")],
         "method 'clip' has no transport plan": [photo, *base, *out, "--method", "clip"],
+        f"--out {photo}: is also the input": [photo, *base, "--out", photo],
+        f"--json {classes}: is also --classes": [photo, *base, *out, "--json", str(classes)],
+        "is also --out; give it a file of its own": [photo, *base, *out, "--json", str(tmp_path / "r.html")],
+        "--out - : the report is a file": [photo, *base, "--out", "-"],
     }
     procs = {k: subprocess.Popen([sys.executable, "-m", "awt", "explain", *args], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=awt_env(tmp_path / "cache"), cwd=REPO)
