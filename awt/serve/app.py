@@ -330,6 +330,10 @@ def _errors(app: FastAPI, server: Server) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         problem = e.errors()[0] if e.errors() else {}
+        if problem.get("type") == "json_invalid":   # its "location" is a character offset, not a field
+            error = ApiError(400, f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'invalid')} "
+                             f"at character {problem.get('loc', ('', '?'))[-1]})", field="body")
+            return JSONResponse(error.body(), status_code=400)
         where = [str(p) for p in problem.get("loc", ()) if p not in ("body", "query", "path")]
         error = ApiError(400, f"{'.'.join(where) or 'the request'}: {problem.get('msg', 'invalid')}",
                          field=where[0] if where else None)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from ..errors import AWTError
 from ..methods import get_method
+from ..videos import is_video_path
 from .errors import ApiError, from_awt
 from .settings import Limits
 
@@ -38,11 +39,12 @@ async def read_classify(request: Request, limits: Limits) -> ClassifyRequest:
             form = await request.form(max_files=limits.max_images, max_fields=100, max_part_size=1 << 20)
         except HTTPException as e:
             if str(e.detail).startswith("Too many files"):
-                raise _too_many(f"more than {limits.max_images}", limits) from None
+                raise _too_many(None, limits) from None
             raise ApiError(400, f"the multipart body cannot be read: {e.detail}", field="image") from None
         try:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
+                    _refuse_video(value.filename or key, value.content_type)
                     data = await value.read()
                     if data or value.filename:   # a form's empty file input sends neither
                         images.append((value.filename or key, data))
@@ -54,23 +56,36 @@ async def read_classify(request: Request, limits: Limits) -> ClassifyRequest:
         raise ApiError(415, "images come as multipart/form-data parts, or as the raw body with the image's own "
                        "content type", field="image")
     else:
+        name = (fields["name"] or ["image"])[-1]
+        _refuse_video(name, content_type)
         body = await request.body()
         if body:
-            images.append(((fields["name"] or ["image"])[-1], body))
+            images.append((name, body))
     if not images:
         raise ApiError(400, "no image in the request: send them as multipart parts (-F image=@photo.jpg) or as the "
                        "raw body (--data-binary @photo.jpg)", field="image")
     if len(images) > limits.max_images:
-        raise _too_many(str(len(images)), limits)
+        raise _too_many(len(images), limits)
     last = lambda key: fields[key][-1] if fields[key] else None  # noqa: E731 -- the form's value wins
     classes = [name.strip() for value in fields["classes"] for name in value.splitlines() if name.strip()]
+    if fields["classes"] and not classes:
+        raise ApiError(400, "classes names no class (one per line)", field="classes")
     return ClassifyRequest(images, last("class_set") or None, classes, last("method") or None,
                            _top_k(last("top_k"), limits), last("template") or None)
 
 
-def _too_many(count: str, limits: Limits) -> ApiError:
-    return ApiError(413, f"{count} images in one request, more than the limit of {limits.max_images}",
-                    kind="limit", field="max_images")
+def _too_many(count: int | None, limits: Limits) -> ApiError:
+    """413 for ``count`` images (None: more than the limit, where the parser stopped counting)."""
+    said = f"more than {limits.max_images}" if count is None else str(count)
+    return ApiError(413, f"{said} images in one request; the limit is {limits.max_images}", kind="limit",
+                    field="max_images")
+
+
+def _refuse_video(name: str, content_type: str | None) -> None:
+    """415 for a video: the service classifies images (``awt classify`` takes videos)."""
+    if is_video_path(name) or (content_type or "").startswith("video/"):
+        raise ApiError(415, f"{name}: a video; awt serve classifies images (awt classify takes videos)",
+                       field="image")
 
 
 def _top_k(value: str | None, limits: Limits) -> int | None:

@@ -146,7 +146,13 @@ def test_every_refusal_is_one_json_error(served, labeled_images):
     assert big["field"] == "max_pixels" and "--max-pixels" in big["error"]
     assert _error(served.classify(good, [("class_set", "0" * 24)]), 404)["field"] == "class_set"
     assert "choose one of awt" in _error(served.classify(good, [("method", "best")]), 400)["error"]
-    assert _error(served.classify(good * 9), 413)["field"] == "max_images"
+    too_many = _error(served.classify(good * 9), 413)
+    assert too_many["field"] == "max_images" and too_many["error"] == "more than 8 images in one request; the limit is 8"
+    assert _error(served.classify(good, [("classes", " \n")]), 400)["field"] == "classes"   # not the server's set
+    video = _error(served.classify([("clip.mp4", b"\0\0\0\x18ftypmp42")]), 415)
+    assert video["field"] == "image" and video["error"] == "clip.mp4: a video; awt serve classifies images (awt " \
+        "classify takes videos)"
+    assert _error(served.request("POST", "/v1/classify", b"\0", {"Content-Type": "video/mp4"}), 415)["field"] == "image"
     assert _error(served.classify([("huge.jpg", b"\xff" * (1 << 20))]), 413)["field"] == "max_upload_mb"
     many = "\n".join(f"class {i}" for i in range(11))
     assert _error(served.classify(good, [("classes", many)]), 413)["field"] == "max_classes"
@@ -160,6 +166,8 @@ def test_every_refusal_is_one_json_error(served, labeled_images):
                                                                  "application/x-www-form-urlencoded"}), 415)
     assert _error(served.request("POST", "/v1/class-sets", b'{"classes": "cat"}',
                                  {"Content-Type": "application/json"}), 400)["field"] == "classes"
+    not_json = _error(served.request("POST", "/v1/class-sets", b"notjson", {"Content-Type": "application/json"}), 400)
+    assert not_json["field"] == "body" and not_json["error"].startswith("the body is not valid JSON")
     assert _error(served.request("POST", "/v1/class-sets", b'{"classes": ["cat"], "template": "{} {}"}',
                                  {"Content-Type": "application/json"}), 400)["field"] == "template"
     assert _error(served.request("GET", "/nowhere"), 404)
