@@ -112,10 +112,21 @@ def batch_sizes(total: int, batch_size: int, ramp: bool) -> list[int]:
     return sizes
 
 
-def _quiet_lost_peers(worker_id: int) -> None:
-    """In a loader worker: the thread that hands the batches' tensors to the main process reports a
-    main process that went away mid-handover (Ctrl-C) through ``sys.excepthook``. That is expected,
-    and is no reason for a traceback on the user's terminal; other errors still print."""
+def _worker_init(worker_id: int) -> None:
+    """In a loader worker: Ctrl-C is the main process's to handle. A terminal sends it to the whole
+    process group; a worker it killed would be reported by the main process's SIGCHLD handler as a
+    crash (a traceback, even from the loader's teardown after the last result), so workers ignore it
+    and end when the main process shuts them down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _quiet_lost_peers()
+
+
+def _quiet_lost_peers() -> None:
+    """The thread that hands the batches' tensors to the main process reports a main process that
+    went away mid-handover (Ctrl-C) through ``sys.excepthook``. That is expected, and is no reason
+    for a traceback on the user's terminal; other errors still print."""
     import sys
 
     previous = sys.excepthook
@@ -148,7 +159,7 @@ class WorkerLoader:
             self.source, batch_sampler=self._requests, num_workers=workers, collate_fn=self.collate,
             pin_memory=self.pin_memory, persistent_workers=self._persistent,
             prefetch_factor=self.prefetch_factor if workers else None,
-            worker_init_fn=_quiet_lost_peers if workers else None,
+            worker_init_fn=_worker_init if workers else None,
         )
 
     def run(self, batches: list[list[tuple]]) -> Iterator["HostBatch"]:

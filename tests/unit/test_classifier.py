@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +83,13 @@ def test_loader_workers_are_kept_and_survive_abandoned_calls(clf, example_files,
     stream.close()
     after = clf.classify(inputs, batch_size=3, num_workers=2)
     assert loader.worker_pids() == pids and len(pids) == 2  # the same processes throughout
+    # Ctrl-C reaches the whole process group: the workers leave it to the main process
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    again = clf.classify(example_files, batch_size=2, num_workers=2)
+    assert loader.worker_pids() == pids
+    assert _scores(again) == _scores(after[:-1])
     for results in (first[:-1], beside, after[:-1]):
         got = _scores(results)
         for key in ref:
