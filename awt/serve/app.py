@@ -29,10 +29,10 @@ from ..methods import METHODS
 from .batcher import Batcher, Item, QueueFull
 from .class_sets import ClassSet, ClassSets
 from .engine import Engine
-from .errors import ApiError, from_awt
+from .errors import ApiError, from_awt, upload_reason
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import ApiKey, BodyLimits, Observe
-from .settings import FIELDS, Defaults, Limits
+from .settings import Defaults, Limits
 from .uploads import check_method, read_classify
 
 _log = logging.getLogger("awt.serve")
@@ -235,7 +235,7 @@ def create_app(server: Server) -> FastAPI:
         except AWTError as e:
             if not isinstance(e, ImageError):
                 raise from_awt(e) from None
-            reason = _reason(e)
+            reason = upload_reason(e)
             limit = e.kind == "limit"
             raise ApiError(413 if limit else 422, f"{image_name}: {reason}", kind="limit" if limit else "unreadable",
                            field=e.setting or "image") from None
@@ -246,12 +246,6 @@ def create_app(server: Server) -> FastAPI:
     return Observe(ApiKey(wrapped, server.api_key), server.metrics)   # type: ignore[return-value]
 
 
-def _reason(error: ImageError) -> str:
-    """An image's error as a client reads it: the server's names, without the ``<bytes>`` of a path."""
-    reason = error.describe(FIELDS)
-    return reason[len("<bytes>: "):] if reason.startswith("<bytes>: ") else reason
-
-
 def _refuse_if_all_too_large(server: Server, images: list[tuple[str, bytes]]) -> None:
     """413 at once, before the queue, when every image's header says it is over the pixel limit
     (decompression bombs cost the server no queue place and no decoding)."""
@@ -260,7 +254,7 @@ def _refuse_if_all_too_large(server: Server, images: list[tuple[str, bytes]]) ->
         try:
             check_pixels(data, server.engine.decoding.max_pixels)
         except ImageError as e:
-            refused.append({"image": name, "error": _reason(e)})
+            refused.append({"image": name, "error": upload_reason(e)})
             continue
         return
     if refused:

@@ -22,7 +22,7 @@ from ..methods import get_method
 from ..views import encode_views
 from .batcher import Item
 from .class_sets import ClassSet
-from .settings import FIELDS
+from .errors import upload_reason
 
 _NOT_FINITE = "its class scores are not finite (NaN or inf): the model's features are broken"
 
@@ -80,9 +80,8 @@ class Engine:
                               batch_size=len(items), num_workers=self.workers, decoding=self.decoding, ramp=False)
         for batch in stream:
             for index, problem in batch.errors:
-                reason = problem.describe(FIELDS)
-                reason = reason[len("<bytes>: "):] if reason.startswith("<bytes>: ") else reason
-                items[index].future.set_result(ImageResult(items[index].name, error=reason, cause=problem))
+                items[index].future.set_result(ImageResult(items[index].name, error=upload_reason(problem),
+                                                           cause=problem))
             for index in batch.indices:
                 rows[index] = len(rows)
             if batch.indices:

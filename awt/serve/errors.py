@@ -30,3 +30,10 @@ def from_awt(error: AWTError, status: int | None = None, **extra: Any) -> ApiErr
     (:data:`~awt.serve.settings.FIELDS`), its kind's status."""
     return ApiError(status or STATUS.get(error.kind, 400), error.describe(FIELDS), kind=error.kind,
                     field=error.setting, **extra)
+
+
+def upload_reason(error: AWTError) -> str:
+    """An upload's error as its client reads it: the server's names for settings, and no ``<bytes>``
+    where a file's path would stand (the result names the upload)."""
+    reason = error.describe(FIELDS)
+    return reason[len("<bytes>: "):] if reason.startswith("<bytes>: ") else reason
