@@ -18,6 +18,7 @@ from numba import njit, types
 # Reassociation (vectorised sums), contraction and reciprocals; never assumes away NaN or inf,
 # so a NaN in the weights still reaches the scores and is reported there.
 _FAST = {"reassoc", "contract", "arcp", "nsz"}
+_RUN = 32        # members staged at a time where they lie side by side (32 x 51 x 51 floats: 325 KiB)
 
 
 def _array(dtype, ndim: int, layout: str = "A"):
@@ -99,37 +100,42 @@ def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, hist
     width = (cols + 15) // 16 * 16       # rows padded with zeros to whole vectors: no scalar tails
     steps = history.shape[0]
     with_cost = dot.shape[1] > 0
-    # A member's problems for all the tile's groups are staged first, as (rows, groups, cols): where
-    # the groups lie side by side in each row (the scorer's prompts-major layout) that is one run of
-    # memory, read in one stream at the prefetcher's pace, not as 51 short pieces a problem (each a
-    # cache miss's latency); the exponent is then one long vectorised loop over it.
-    side_by_side = strides[0] == cols and strides[2] == groups * cols
-    staged = np.empty(rows * groups * cols, np.float32)
-    gibbs = np.empty(rows * groups * cols, np.float32) if exponent else staged
-    scale_bits = np.empty(rows * groups * cols, np.int32)
+    # Problems are staged first, a run of them at a time, as (rows, run, cols): where the tile's
+    # groups (the scorer's prompts-major layout) or members (views-major) lie side by side in each
+    # row, each row of a run is one stretch of memory, read in one stream at the prefetcher's pace,
+    # not as 51 short pieces a problem (each a cache miss's latency); the exponent is then one long
+    # vectorised loop over the run.
+    along_groups = strides[0] == cols
+    along_members = not along_groups and strides[1] == cols
+    longest = groups if along_groups else (min(members, _RUN) if along_members else 1)
+    staged = np.empty(rows * longest * cols, np.float32)
+    gibbs = np.empty(rows * longest * cols, np.float32) if exponent else staged
+    scale_bits = np.empty(rows * longest * cols, np.int32)
     k = np.zeros((rows, width), np.float32)          # one problem's kernel, contiguous and padded
     row_side = np.zeros(rows, np.float32)            # the scaling along the rows (u, or v when transposed)
     col_side = np.zeros(width, np.float32)           # and along the columns
     row_out = np.empty(rows, np.float32)
     col_out = np.empty(width, np.float32)
     us, vs = (col_side, row_side) if transposed else (row_side, col_side)
-    for c in range(members):
-        if side_by_side:
-            source = storage[base + c * strides[1]:]
-            for n in range(staged.size):
-                staged[n] = source[n]
-        else:
-            for g in range(groups):
-                for i in range(rows):
-                    source = storage[base + g * strides[0] + c * strides[1] + i * strides[2]:]
-                    offset = (i * groups + g) * cols
-                    for j in range(cols):
-                        staged[offset + j] = source[j]
+    runs = members if along_groups else groups * ((members + longest - 1) // longest)
+    for unit in range(runs):
+        if along_groups:                 # all groups of member ``unit``
+            g0, c0, run = 0, unit, groups
+        else:                            # members c0.. of group g0 (one at a time unless side by side)
+            g0, c0 = unit // ((members + longest - 1) // longest), (unit % ((members + longest - 1) // longest)) * longest
+            run = min(longest, members - c0)
+        size = rows * run * cols
+        for i in range(rows):
+            source = storage[base + g0 * strides[0] + c0 * strides[1] + i * strides[2]:]
+            target = staged[i * run * cols:]
+            for n in range(run * cols):
+                target[n] = source[n]
         if exponent:
-            _exp(staged, shift, gibbs, scale_bits)
-        for g in range(groups):
+            _exp(staged[:size], shift, gibbs[:size], scale_bits[:size])
+        for q in range(run):
+            g, c = (g0 + q, c0) if along_groups else (g0, c0 + q)
             for i in range(rows):
-                offset = (i * groups + g) * cols
+                offset = (i * run + q) * cols
                 for j in range(cols):
                     k[i, j] = gibbs[offset + j]
             for r in range(views):
@@ -157,7 +163,7 @@ def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, hist
             if with_cost:                # sum T X, X being the staged values
                 total = np.float32(0.0)
                 for i in range(rows):
-                    offset = (i * groups + g) * cols
+                    offset = (i * run + q) * cols
                     s = np.float32(0.0)
                     for j in range(cols):
                         s += k[i, j] * staged[offset + j] * col_side[j]
