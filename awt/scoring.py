@@ -223,7 +223,9 @@ def awt_problem(
     mean_logits *= s * eps / _prompt_counts(prompt_mask, classes, prompts, img.device)
     view0 *= s * eps
     a, b = awt_marginals(mean_logits, view0, config, prompt_mask, uniform)
-    return AWTProblem(cosines, a, b.transpose(1, 2).contiguous(), s, eps)
+    # (batch, classes, prompts), stored classes first on the CPU, in the order the solver walks
+    b = b.permute(2, 0, 1).contiguous().permute(1, 0, 2) if prompts_major else b.transpose(1, 2).contiguous()
+    return AWTProblem(cosines, a, b, s, eps)
 
 
 def solve(problem: AWTProblem, config: AWTConfig = AWTConfig(), window: int | None = None,

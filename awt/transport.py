@@ -132,10 +132,20 @@ def solve_grouped(
     # same (while exp(X) cannot overflow: X + c <= 0, as cos <= 1 gives, and c > -80).
     exp_shift = None if log_offset is None else (0.0 if log_offset > -80 else log_offset)
     v_scale = 1.0 if log_offset is None else math.exp(log_offset - exp_shift)
-    u = torch.ones(groups, members, views, dtype=dtype, device=device)
-    v = torch.full((groups, members, prompts), v_scale, dtype=dtype, device=device)
+    # the state in the kernel's order: where a member's problems lie side by side (groups
+    # innermost), the compiled window walks members outermost, so its state is stored so too
+    members_major = compiled is not None and kernel.stride(0) < kernel.stride(1)
+
+    def state(before: tuple, after: tuple, fill: float | None = None) -> torch.Tensor:
+        """(*before, groups, members, *after), stored members first where members_major."""
+        pair = (members, groups) if members_major else (groups, members)
+        out = torch.full((*before, *pair, *after), 0.0 if fill is None else fill, dtype=dtype, device=device)
+        return out.transpose(len(before), len(before) + 1) if members_major else out
+
+    u = state((), (views,), 1.0)
+    v = state((), (prompts,), v_scale)
     # the cost in the windows needs X (``log K`` would cost a logarithm per value)
-    costs = torch.zeros(groups, members, dtype=dtype, device=device) if cost and log_offset is not None else None
+    costs = state((), ()) if cost and log_offset is not None else None
     iterations = torch.full((groups,), max_iter, dtype=torch.long)
     active = torch.arange(groups)          # host side: the groups still iterating
     max_window = max(1, min(_MAX_WINDOW, _HISTORY_ELEMENTS // max(1, n * views)))
@@ -145,12 +155,13 @@ def solve_grouped(
     with ThreadPoolExecutor(threads) if threads > 1 else _Serial() as pool:
         while len(active) and done < max_iter:
             w = max(1, min(w, max_iter - done, max_window))
-            size = w * groups * members * views
-            if compiled is not None:
-                history = _HISTORY.take(size).view(w, groups, members, views)
+            if compiled is not None:          # a kept buffer: fresh memory costs page faults
+                history = _HISTORY.take(w * groups * members * views)
+                history = (history.view(w, members, groups, views).transpose(1, 2) if members_major
+                           else history.view(w, groups, members, views))
             else:
-                history = torch.empty(w, groups, members, views, dtype=dtype, device=device)
-            change = torch.empty(w, groups, members, dtype=dtype, device=device)   # sum over views of |u_t - u_{t-1}|
+                history = state((w,), (views,))
+            change = state((w,), ())                  # sum over views of |u_t - u_{t-1}|
             jobs = [(kernel[t], a[t], b[t], u[t], v[t], history[(slice(None), *t)], change[(slice(None), *t)],
                      None if costs is None else costs[t]) for t in _tiles(active, members, block)]
             if compiled is not None:

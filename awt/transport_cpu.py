@@ -57,10 +57,25 @@ def _exp(x, shift, out, scale_bits):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FAST)
 def _row_products(k, vector, out):  # pragma: no cover - compiled
-    """``out[i] = sum_j k[i, j] vector[j]`` (2-D indexing: row views would keep LLVM from vectorising)."""
-    for i in range(k.shape[0]):
+    """``out[i] = sum_j k[i, j] vector[j]``, four rows at a time (independent sums; 2-D indexing,
+    as row views keep LLVM from vectorising)."""
+    rows, width = k.shape
+    last = rows - rows % 4
+    for i in range(0, last, 4):
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for j in range(width):
+            y = vector[j]
+            s0 += k[i, j] * y
+            s1 += k[i + 1, j] * y
+            s2 += k[i + 2, j] * y
+            s3 += k[i + 3, j] * y
+        out[i] = s0
+        out[i + 1] = s1
+        out[i + 2] = s2
+        out[i + 3] = s3
+    for i in range(last, rows):
         s = np.float32(0.0)
-        for j in range(k.shape[1]):
+        for j in range(width):
             s += k[i, j] * vector[j]
         out[i] = s
     return out
@@ -68,11 +83,18 @@ def _row_products(k, vector, out):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FAST)
 def _col_products(k, vector, out):  # pragma: no cover - compiled
-    """``out[j] = sum_i vector[i] k[i, j]``."""
+    """``out[j] = sum_i vector[i] k[i, j]``, four rows at a time (a quarter of the loads and
+    stores of ``out``)."""
+    rows, width = k.shape
     out[:] = 0.0
-    for i in range(k.shape[0]):
+    last = rows - rows % 4
+    for i in range(0, last, 4):
+        y0, y1, y2, y3 = vector[i], vector[i + 1], vector[i + 2], vector[i + 3]
+        for j in range(width):
+            out[j] += k[i, j] * y0 + k[i + 1, j] * y1 + k[i + 2, j] * y2 + k[i + 3, j] * y3
+    for i in range(last, rows):
         y = vector[i]
-        for j in range(k.shape[1]):
+        for j in range(width):
             out[j] += k[i, j] * y
     return out
 
