@@ -48,7 +48,7 @@ throughput: $(STAMP)
 GPU_CHECK_JSON ?= runs/gpu-check/gpu_check.json
 GPU_CHECK_ARGS ?=
 # what the lent GPU machines' image (Python 3.12, torch preinstalled) lacks for the check
-GPU_WHEELS ?= open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
+GPU_WHEELS ?= open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 numba==0.68.1 llvmlite==0.50.0
 GPU_PYTHON_VERSION ?= 3.12
 
 gpu-check:

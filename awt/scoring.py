@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .errors import SettingError
-from .transport import Solution, gibbs, plan_costs, solve_grouped
+from .transport import Solution, Workspace, gibbs, plan_costs, solve_grouped
 from .weighting import image_weights, prompt_weights
 
 
@@ -55,27 +54,14 @@ class AWTConfig:
 
 
 # Elements of the (images, classes, views, prompts) kernel held at once (memory), and of the block
-# of cosines one matrix product makes (cache on the CPU; on a GPU larger: each costs launches).
+# of cosines one matrix product makes (its prompt sums are read while it is in cache; fewer, larger
+# products run faster: 16 MiB measured best on a 2-core CPU; on a GPU larger: each costs launches).
 _KERNEL_ELEMENTS = {"cpu": 1 << 28, "cuda": 1 << 28}
-_BLOCK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 25}
-_VIEWS_MAJOR_DEVICES = {"cpu"}    # where the kernel is stored in the GEMM's own (views-major) order
+_BLOCK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+_PROMPTS_MAJOR_DEVICES = {"cpu"}  # where the kernel is stored in the GEMM's own (prompts-major) order
 
 
-class _Workspace(threading.local):
-    """The CPU scorer's kernel buffer, kept for the next call of the same thread: fresh memory
-    costs a page fault per 4 KiB, several times the cost of writing it (at most the kernel budget)."""
-
-    buffer: torch.Tensor | None = None
-
-    def take(self, numel: int) -> torch.Tensor:
-        if self.buffer is None or self.buffer.numel() < numel:
-            self.buffer = None
-            with torch.inference_mode(False):   # a normal tensor: writable in and out of inference mode
-                self.buffer = torch.empty(numel)
-        return self.buffer[:numel]
-
-
-_WORKSPACE = _Workspace()
+_WORKSPACE = Workspace()   # the CPU scorer's kernel buffer (at most the kernel budget)
 
 
 def _buffer(numel: int, device: torch.device) -> torch.Tensor | None:
@@ -130,15 +116,21 @@ def _class_chunk(images: int, views: int, prompts: int, classes: int, class_chun
 
 
 def _new_kernel(batch: int, classes: int, views: int, prompts: int, device: torch.device,
-                out: torch.Tensor | None = None) -> torch.Tensor:
+                out: torch.Tensor | None = None, from_logits: bool = False) -> torch.Tensor:
     """An empty (batch, classes, views, prompts) tensor for ``cos / eps``, in ``out`` (flat, float32) if given.
-    On the CPU it is a view of views-major storage, the order in which logits come out of
-    ``views @ prompts.T``: no transpose is ever made, and a block of one image's classes is a tile
-    the solver keeps in cache."""
+
+    On the CPU it is a view of prompts-major storage, (classes, prompts, batch, views): the order in
+    which ``prompts @ views.T`` writes a block of classes, so no transpose is ever made (and with
+    the views as the narrow operand the product runs faster than the other way round); a
+    problem's kernel is then ``prompts`` rows of ``views`` values, next to the other images'
+    problems of the same class. ``from_logits``: views-major, (batch, views, classes, prompts), the
+    nearest order to the logits' (batch, views, prompts, classes). Elsewhere it is contiguous."""
     numel = batch * classes * views * prompts
     storage = torch.empty(numel, device=device) if out is None else out[:numel]
-    if device.type in _VIEWS_MAJOR_DEVICES:
-        return storage.view(batch, views, classes, prompts).transpose(1, 2)
+    if device.type in _PROMPTS_MAJOR_DEVICES:
+        if from_logits:
+            return storage.view(batch, views, classes, prompts).transpose(1, 2)
+        return storage.view(classes, prompts, batch, views).permute(2, 0, 3, 1)
     return storage.view(batch, classes, views, prompts)
 
 
@@ -191,7 +183,7 @@ def awt_problem_from_logits(
     real = logits if prompt_mask is None else logits * prompt_mask.T.to(logits.device)
     mean_logits = real.sum(2) / _prompt_counts(prompt_mask, classes, prompts, logits.device)
     a, b = awt_marginals(mean_logits, logits[:, 0], config, prompt_mask, uniform)
-    scaled = _new_kernel(batch, classes, views, prompts, logits.device, out)
+    scaled = _new_kernel(batch, classes, views, prompts, logits.device, out, from_logits=True)
     for i in range(batch):
         torch.mul(logits[i].transpose(1, 2), 1.0 / (s * config.epsilon), out=scaled[i].transpose(0, 1))
     return AWTProblem(scaled, a, b.transpose(1, 2).contiguous(), s, config.epsilon)
@@ -216,22 +208,24 @@ def awt_problem(
     classes, prompts, _ = text_features.shape
     scaled = (img / eps).reshape(batch * views, dim)
     cosines = _new_kernel(batch, classes, views, prompts, img.device, out)
-    views_major = img.device.type in _VIEWS_MAJOR_DEVICES
+    prompts_major = img.device.type in _PROMPTS_MAJOR_DEVICES
     mean_logits = img.new_empty(batch, views, classes)
     view0 = img.new_empty(batch, prompts, classes)
     for cls in _chunks(classes, _class_chunk(batch, views, prompts, classes, class_chunk, img.device)):
         txt = text_features[cls].to(img.device, torch.float32).reshape(-1, dim)
-        block = cosines[:, cls].transpose(1, 2)                            # (batch, views, chunk, prompts)
-        if views_major:                             # the product lands in place
-            _gemm(scaled, txt.T, out=block.view(batch * views, -1))
+        block = cosines[:, cls].permute(1, 3, 0, 2)                       # (chunk, prompts, batch, views)
+        if prompts_major:                           # the product lands in place
+            _gemm(txt, scaled.T, out=block.view(-1, batch * views))
         else:                                       # one strided copy
-            block.copy_(_gemm(scaled, txt.T).view(block.shape))
-        torch.sum(block, -1, out=mean_logits[:, :, cls])
-        view0[:, :, cls] = block[:, 0].transpose(1, 2)
+            block.copy_(_gemm(txt, scaled.T).view(block.shape))
+        mean_logits[:, :, cls] = block.sum(1).permute(1, 2, 0)
+        view0[:, :, cls] = block[..., 0].permute(2, 1, 0)
     mean_logits *= s * eps / _prompt_counts(prompt_mask, classes, prompts, img.device)
     view0 *= s * eps
     a, b = awt_marginals(mean_logits, view0, config, prompt_mask, uniform)
-    return AWTProblem(cosines, a, b.transpose(1, 2).contiguous(), s, eps)
+    # (batch, classes, prompts), stored classes first on the CPU, in the order the solver walks
+    b = b.permute(2, 0, 1).contiguous().permute(1, 0, 2) if prompts_major else b.transpose(1, 2).contiguous()
+    return AWTProblem(cosines, a, b, s, eps)
 
 
 def solve(problem: AWTProblem, config: AWTConfig = AWTConfig(), window: int | None = None,

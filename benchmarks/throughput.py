@@ -178,8 +178,9 @@ def scorer_memory_subprocess(classes: int, views: int, prompts: int, dim: int, b
 
 
 def legacy_scorer(commit: str = LEGACY_COMMIT):
-    """The scorer as it was at ``commit`` (awt/scoring.py, transport.py and weighting.py read with
-    git into a private package): the "before" of the scorer's figures, measured in the same run.
+    """The scorer as it was at ``commit`` (awt/scoring.py, transport.py, weighting.py and, where
+    they exist, errors.py and transport_cpu.py, read with git into a private package): the
+    "before" of the scorer's figures, measured in the same run.
     None when git or the commit is not there."""
     import atexit
     import importlib
@@ -191,11 +192,12 @@ def legacy_scorer(commit: str = LEGACY_COMMIT):
     package = root / f"awt_legacy_{commit}"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in ("scoring", "transport", "weighting"):
+    for name in ("scoring", "transport", "weighting", "errors", "transport_cpu"):
         shown = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:awt/{name}.py"], capture_output=True, text=True)
-        if shown.returncode != 0:
+        if shown.returncode == 0:
+            (package / f"{name}.py").write_text(shown.stdout)
+        elif name in ("scoring", "transport", "weighting"):    # the others came later
             return None
-        (package / f"{name}.py").write_text(shown.stdout)
     sys.path.insert(0, str(root))
     return importlib.import_module(f"{package.name}.scoring")
 
@@ -408,7 +410,8 @@ def bench_solvers(device, classes, views, prompts, batch, repeat, legacy=None) -
            "pot_over_awt": t_pot / t_ours, "pot_bregman_over_awt": t_bregman / t_ours,
            "max_plan_diff": float((plan - torch.as_tensor(pot.plan)).abs().max())}
     if legacy is not None:
-        t_old = timed(lambda: legacy.sinkhorn(*args4, max_iter=iters, tol=0.0), device, repeat)
+        legacy_sinkhorn = sys.modules[legacy.__name__.rsplit(".", 1)[0] + ".transport"].sinkhorn
+        t_old = timed(lambda: legacy_sinkhorn(*args4, max_iter=iters, tol=0.0), device, repeat)
         res["legacy_awt_ms"], res["pot_over_legacy"] = 1000 * t_old, t_pot / t_old
     res["other_cpus"] = load.cpus()
     print(f"  solver  {batch * classes} problems {views}x{prompts}, {iters} iterations, float32: awt {res['awt_ms']:.1f} ms"

@@ -321,8 +321,8 @@ def test_accelerator_layout_and_torch_windows_give_the_same_scores(monkeypatch):
     logits = wide_logits(3, 9, 7, 15, seed=2)
     cpu = (awt_scores_from_features(image, text, 100.0), awt_scores(logits, 100.0))
     iterations = solve(awt_problem_from_logits(logits, 100.0)).iterations
-    monkeypatch.setattr(scoring, "_VIEWS_MAJOR_DEVICES", set())
-    monkeypatch.setattr(transport, "_NUMPY_DEVICES", set())
+    monkeypatch.setattr(scoring, "_PROMPTS_MAJOR_DEVICES", set())
+    monkeypatch.setattr(transport, "_COMPILED_DEVICES", set())
     problem = awt_problem(image, text, 100.0)
     assert problem.scaled_cosines.is_contiguous()               # (batch, classes, views, prompts)
     assert_allclose(awt_scores_from_features(image, text, 100.0).numpy(), cpu[0].numpy(), atol=1e-4)

@@ -1,0 +1,193 @@
+"""The CPU window of the transport solver, compiled by numba.
+
+One call runs ``w`` Sinkhorn iterations on a tile of problems, one problem after the other: while a
+problem's kernel (10 KiB at 51 x 51) is in L1, it is exponentiated, its ``w`` pairs of products and
+its stopping statistic are made and, if asked, its plan's cost, so the kernel is read from memory
+once per window. NumPy or torch would make each of those a pass over the whole tile, with a Python
+call (and a GIL hand-over) per pass. The call releases the GIL: the solver's threads share the tiles.
+
+``exp`` is Cephes' ``expf``: a polynomial and the exponent's bits, plain arithmetic that vectorises,
+where a call to libm per value would not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+
+# Reassociation (vectorised sums), contraction and reciprocals; never assumes away NaN or inf,
+# so a NaN in the weights still reaches the scores and is reported there.
+_FAST = {"reassoc", "contract", "arcp", "nsz"}
+_RUN = 32        # members staged at a time where they lie side by side (32 x 51 x 51 floats: 325 KiB)
+
+
+def _array(dtype, ndim: int, layout: str = "A"):
+    return types.Array(dtype, ndim, layout)
+
+
+# One signature each, any strides ("A"): one compilation (cached on disk), whatever views come in.
+_EXP = types.void(_array(types.float32, 1, "C"), types.float32, _array(types.float32, 1, "C"),
+                  _array(types.int32, 1, "C"))
+_WINDOW = types.void(_array(types.float32, 1, "C"), types.int64, _array(types.int64, 1, "C"), types.boolean,
+                     types.float32, types.boolean, *[_array(types.float32, n) for n in (3, 3, 3, 3, 4, 3, 2)])
+
+
+@njit(_EXP, nogil=True, cache=True, error_model="numpy", fastmath=_FAST)
+def _exp(x, shift, out, scale_bits):  # pragma: no cover - compiled
+    """``out = exp(x + shift)`` of a contiguous float32 array, 0 under float32's normal range."""
+    scale = scale_bits.view(np.float32)
+    for k in range(x.size):
+        v = x[k] + shift
+        n = np.floor(v * np.float32(1.44269504088896341) + np.float32(0.5))
+        n = min(max(n, np.float32(-126.0)), np.float32(127.0))
+        r = v - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+        z = r * r
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        # 0 under the normal range; NaN fails the test and stays NaN
+        out[k] = np.float32(0.0) if v <= np.float32(-87.3) else p * z + r + np.float32(1.0)
+        scale_bits[k] = (np.int32(n) + 127) << 23                    # 2^n
+    for k in range(x.size):
+        out[k] *= scale[k]
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=_FAST)
+def _row_products(k, vector, out):  # pragma: no cover - compiled
+    """``out[i] = sum_j k[i, j] vector[j]``, four rows at a time (independent sums; 2-D indexing,
+    as row views keep LLVM from vectorising)."""
+    rows, width = k.shape
+    last = rows - rows % 4
+    for i in range(0, last, 4):
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for j in range(width):
+            y = vector[j]
+            s0 += k[i, j] * y
+            s1 += k[i + 1, j] * y
+            s2 += k[i + 2, j] * y
+            s3 += k[i + 3, j] * y
+        out[i] = s0
+        out[i + 1] = s1
+        out[i + 2] = s2
+        out[i + 3] = s3
+    for i in range(last, rows):
+        s = np.float32(0.0)
+        for j in range(width):
+            s += k[i, j] * vector[j]
+        out[i] = s
+    return out
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=_FAST)
+def _col_products(k, vector, out):  # pragma: no cover - compiled
+    """``out[j] = sum_i vector[i] k[i, j]``, four rows at a time (a quarter of the loads and
+    stores of ``out``)."""
+    rows, width = k.shape
+    out[:] = 0.0
+    last = rows - rows % 4
+    for i in range(0, last, 4):
+        y0, y1, y2, y3 = vector[i], vector[i + 1], vector[i + 2], vector[i + 3]
+        for j in range(width):
+            out[j] += k[i, j] * y0 + k[i + 1, j] * y1 + k[i + 2, j] * y2 + k[i + 3, j] * y3
+    for i in range(last, rows):
+        y = vector[i]
+        for j in range(width):
+            out[j] += k[i, j] * y
+    return out
+
+
+@njit(_WINDOW, nogil=True, cache=True, error_model="numpy", fastmath=_FAST)
+def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, history, change,
+           dot):  # pragma: no cover - compiled
+    """``w = len(history)`` iterations on a tile, in place.
+
+    Args:
+        storage: the flat float32 memory the tile's kernels live in. Problem ``(g, c)``'s row ``i``
+            starts at ``base + g * strides[0] + c * strides[1] + i * strides[2]`` and runs with unit
+            stride: a row of ``prompts`` values, or of ``views`` when ``transposed``.
+        shift, exponent: with ``exponent`` the memory holds ``X`` and the kernel is ``exp(X + shift)``
+            (the plan's cost is then ``sum T X``); without, it holds the kernel.
+        a: (groups, members, views), b: (groups, members, prompts): the marginals.
+        u: (groups, members, views), v: (groups, members, prompts): the scalings, updated.
+        history: (w, groups, members, views) gets ``u_t``; change: (w, groups, members) each
+            problem's sum over views of ``|u_t - u_{t-1}|``.
+        dot: (groups, members) gets ``sum T X`` of the last plan, or has no members (no cost).
+    """
+    groups, members = u.shape[0], u.shape[1]
+    views, prompts = u.shape[2], v.shape[2]
+    rows, cols = (prompts, views) if transposed else (views, prompts)
+    width = (cols + 15) // 16 * 16       # rows padded with zeros to whole vectors: no scalar tails
+    steps = history.shape[0]
+    with_cost = dot.shape[1] > 0
+    # Problems are staged first, a run of them at a time, as (rows, run, cols): where the tile's
+    # groups (the scorer's prompts-major layout) or members (views-major) lie side by side in each
+    # row, each row of a run is one stretch of memory, read in one stream at the prefetcher's pace,
+    # not as 51 short pieces a problem (each a cache miss's latency); the exponent is then one long
+    # vectorised loop over the run.
+    along_groups = strides[0] == cols
+    along_members = not along_groups and strides[1] == cols
+    longest = groups if along_groups else (min(members, _RUN) if along_members else 1)
+    staged = np.empty(rows * longest * cols, np.float32)
+    gibbs = np.empty(rows * longest * cols, np.float32) if exponent else staged
+    scale_bits = np.empty(rows * longest * cols, np.int32)
+    k = np.zeros((rows, width), np.float32)          # one problem's kernel, contiguous and padded
+    row_side = np.zeros(rows, np.float32)            # the scaling along the rows (u, or v when transposed)
+    col_side = np.zeros(width, np.float32)           # and along the columns
+    row_out = np.empty(rows, np.float32)
+    col_out = np.empty(width, np.float32)
+    us, vs = (col_side, row_side) if transposed else (row_side, col_side)
+    runs = members if along_groups else groups * ((members + longest - 1) // longest)
+    for unit in range(runs):
+        if along_groups:                 # all groups of member ``unit``
+            g0, c0, run = 0, unit, groups
+        else:                            # members c0.. of group g0 (one at a time unless side by side)
+            g0, c0 = unit // ((members + longest - 1) // longest), (unit % ((members + longest - 1) // longest)) * longest
+            run = min(longest, members - c0)
+        size = rows * run * cols
+        for i in range(rows):
+            source = storage[base + g0 * strides[0] + c0 * strides[1] + i * strides[2]:]
+            target = staged[i * run * cols:]
+            for n in range(run * cols):
+                target[n] = source[n]
+        if exponent:
+            _exp(staged[:size], shift, gibbs[:size], scale_bits[:size])
+        for q in range(run):
+            g, c = (g0 + q, c0) if along_groups else (g0, c0 + q)
+            for i in range(rows):
+                offset = (i * run + q) * cols
+                for j in range(cols):
+                    k[i, j] = gibbs[offset + j]
+            for r in range(views):
+                us[r] = u[g, c, r]
+            for p in range(prompts):
+                vs[p] = v[g, c, p]
+            for t in range(steps):
+                # u = a / (K v)
+                kv = _col_products(k, row_side, col_out) if transposed else _row_products(k, col_side, row_out)
+                moved = np.float32(0.0)
+                for r in range(views):
+                    y = a[g, c, r] / kv[r]
+                    moved += abs(y - us[r])
+                    us[r] = y
+                    history[t, g, c, r] = y
+                change[t, g, c] = moved
+                # v = b / (K^T u)
+                ku = _row_products(k, col_side, row_out) if transposed else _col_products(k, row_side, col_out)
+                for p in range(prompts):
+                    vs[p] = b[g, c, p] / ku[p]
+            for r in range(views):
+                u[g, c, r] = us[r]
+            for p in range(prompts):
+                v[g, c, p] = vs[p]
+            if with_cost:                # sum T X, X being the staged values
+                total = np.float32(0.0)
+                for i in range(rows):
+                    offset = (i * run + q) * cols
+                    s = np.float32(0.0)
+                    for j in range(cols):
+                        s += k[i, j] * staged[offset + j] * col_side[j]
+                    total += row_side[i] * s
+                dot[g, c] = total
