@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-_TILES_PER_THREAD = 4      # CPU: tiles a window is cut into, per thread (balance against per-call cost)
+_TILES_PER_THREAD = 2      # CPU: tiles a window is cut into, per thread (balance against per-call cost)
 _BLOCK_BYTES = 1 << 21     # kernel bytes per tile where the cost of finished plans is recomputed
 _COMPILED_DEVICES = {"cpu"}  # where float32 windows run compiled (awt.transport_cpu), on the tensors' memory
 # Elements of ``u`` history kept for one window: bounds the window's length.

@@ -112,8 +112,8 @@ def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, hist
             (the plan's cost is then ``sum T X``); without, it holds the kernel.
         a: (groups, members, views), b: (groups, members, prompts): the marginals.
         u: (groups, members, views), v: (groups, members, prompts): the scalings, updated.
-        history: (w, groups, members, views) gets ``u_t``; change: (w, groups, members) each
-            problem's sum over views of ``|u_t - u_{t-1}|``.
+        history: (w, groups, members, views) gets ``u_t`` for ``t < w - 1`` (the last is ``u``);
+            change: (w, groups, members) each problem's sum over views of ``|u_t - u_{t-1}|``.
         dot: (groups, members) gets ``sum T X`` of the last plan, or has no members (no cost).
     """
     groups, members = u.shape[0], u.shape[1]
@@ -172,8 +172,10 @@ def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, hist
                     y = a[g, c, r] / kv[r]
                     moved += abs(y - us[r])
                     us[r] = y
-                    history[t, g, c, r] = y
                 change[t, g, c] = moved
+                if t < steps - 1:        # the last is u itself
+                    for r in range(views):
+                        history[t, g, c, r] = us[r]
                 # v = b / (K^T u)
                 ku = _row_products(k, col_side, row_out) if transposed else _col_products(k, row_side, col_out)
                 for p in range(prompts):
