@@ -114,7 +114,8 @@ def solve_grouped(
             the cost then needs no logarithm.
         a: (groups, members, views); b: (groups, members, prompts); both may be broadcast views.
         window: fixed iterations per window (``None``: predicted); block: problems per tile
-            (``None``: cache-sized on the CPU, all on an accelerator). Neither changes the result.
+            (``None``: on the CPU, the work cut into ``_TILES_PER_THREAD`` tiles per thread; on an
+            accelerator, all). Neither changes the result.
     Returns:
         ``u`` (groups, members, views), ``v`` (groups, members, prompts), ``iterations`` (groups,),
         ``cost`` (groups, members) or None.
