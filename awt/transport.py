@@ -21,8 +21,10 @@ shares. Elsewhere a window is a few batched torch products over all its problems
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -200,8 +202,9 @@ def solve_grouped(
 
 def _compiled_layout(kernel: torch.Tensor) -> bool | None:
     """Whether the compiled CPU window reads ``kernel``'s problems transposed (unit stride in
-    views) or not (unit stride in prompts); None where it does not run (another device or dtype)."""
-    if kernel.device.type not in _COMPILED_DEVICES or kernel.dtype != torch.float32:
+    views) or not (unit stride in prompts); None where it does not run (another device or dtype,
+    or no compiled window to be had)."""
+    if kernel.device.type not in _COMPILED_DEVICES or kernel.dtype != torch.float32 or _compiled() is None:
         return None
     if kernel.stride(3) == 1:
         return False
@@ -210,10 +213,22 @@ def _compiled_layout(kernel: torch.Tensor) -> bool | None:
     return None
 
 
+@functools.cache
+def _compiled():
+    """:func:`awt.transport_cpu.window`, compiled (or loaded from numba's cache) on first use; None,
+    with a warning, where numba cannot be imported or cannot compile (the torch window then runs)."""
+    try:
+        from .transport_cpu import window
+    except Exception as e:   # numba missing, or no cache folder it can write and no compiler state
+        warnings.warn(f"the compiled CPU solver is unavailable ({type(e).__name__}: {e}); "
+                      "using the torch one, several times slower", RuntimeWarning, stacklevel=2)
+        return None
+    return window
+
+
 def _window_compiled(transposed: bool, shift: float | None, kernel, a, b, u, v, history, change, dot) -> None:
     """:func:`awt.transport_cpu.window` on one tile of torch views (their memory, no copies)."""
-    from .transport_cpu import window
-
+    window = _compiled()
     size = kernel.untyped_storage().nbytes() // kernel.element_size()
     storage = torch.as_strided(kernel.detach(), (size,), (1,), 0).numpy()     # all of its memory, flat
     row = kernel.stride(3) if transposed else kernel.stride(2)

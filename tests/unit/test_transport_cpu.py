@@ -128,3 +128,23 @@ def test_tiles_and_threads_do_not_change_a_bit():
             assert torch.equal(other.cost, first.cost) and torch.equal(other.iterations, first.iterations)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_without_numba_the_torch_window_runs_with_a_warning(monkeypatch):
+    import sys
+
+    x, a, b = _problems(3, 4, 7, 5, seed=9)
+    stored = _stored(x, "prompts-major")
+    compiled = solve_grouped(stored, a, b, log_offset=-10.0)
+    monkeypatch.setitem(sys.modules, "awt.transport_cpu", None)       # as if numba could not be imported
+    transport._compiled.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="compiled CPU solver is unavailable"):
+            fallback = solve_grouped(stored, a, b, log_offset=-10.0)
+    finally:
+        monkeypatch.undo()
+        transport._compiled.cache_clear()
+    assert transport._compiled() is not None
+    assert torch.equal(fallback.iterations, compiled.iterations)
+    assert_allclose(fallback.cost.numpy(), compiled.cost.numpy(), rtol=2e-5)
+    assert_allclose(fallback.u.numpy(), compiled.u.numpy(), rtol=2e-5)
