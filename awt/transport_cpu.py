@@ -139,12 +139,13 @@ def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, hist
     row_out = np.empty(rows, np.float32)
     col_out = np.empty(width, np.float32)
     us, vs = (col_side, row_side) if transposed else (row_side, col_side)
-    runs = members if along_groups else groups * ((members + longest - 1) // longest)
+    per_group = (members + longest - 1) // longest   # runs of members in each group
+    runs = members if along_groups else groups * per_group
     for unit in range(runs):
         if along_groups:                 # all groups of member ``unit``
             g0, c0, run = 0, unit, groups
         else:                            # members c0.. of group g0 (one at a time unless side by side)
-            g0, c0 = unit // ((members + longest - 1) // longest), (unit % ((members + longest - 1) // longest)) * longest
+            g0, c0 = unit // per_group, unit % per_group * longest
             run = min(longest, members - c0)
         size = rows * run * cols
         for i in range(rows):
