@@ -15,8 +15,9 @@ decay of the change. The host reads the device once per window, never inside an 
 mask is applied inside a window.
 
 On the CPU (float32) a window is compiled (:mod:`awt.transport_cpu`): one problem at a time, its
-kernel made, iterated and costed in L1, in tiles that a pool of threads (one per torch thread)
-shares. Elsewhere a window is a few batched torch products over all its problems at once.
+kernel made, iterated and costed in L1, in tiles that the threads of torch's OpenMP team take in
+turn (a pool of threads where that runtime cannot be found). Elsewhere a window is a few batched
+torch products over all its problems at once.
 """
 
 from __future__ import annotations
