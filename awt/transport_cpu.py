@@ -38,6 +38,21 @@ _WINDOW = types.void(_array(types.float32, 1, "C"), types.int64, _array(types.in
 
 
 @intrinsic
+def _wide_vectors(typingctx):
+    """Let LLVM vectorise the calling function with the CPU's widest vectors. Its tuning for recent
+    x86 cores prefers 256-bit ones (heavy 512-bit work lowered the clock of older cores); this
+    window runs 10 % faster with 512-bit ones. A CPU without them is unaffected, and an llvmlite
+    that refuses the attribute compiles the function as before."""
+    def codegen(context, builder, signature, args):
+        try:    # a string attribute, which llvmlite's own list of attributes does not name
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except Exception:  # pragma: no cover - another llvmlite
+            pass
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
 def _as_float32(typingctx, bits):
     """The float32 whose bits are the low 32 of an integer (a register cast: no memory, vectorises)."""
     def codegen(context, builder, signature, args):
@@ -51,6 +66,7 @@ def _as_float32(typingctx, bits):
 @njit(_EXP, nogil=True, cache=True, error_model="numpy", fastmath=_FAST)
 def _exp(x, shift, out):  # pragma: no cover - compiled
     """``out = exp(x + shift)`` of a contiguous float32 array, 0 under float32's normal range."""
+    _wide_vectors()
     for k in range(x.size):
         v = x[k] + shift
         n = np.floor(v * np.float32(1.44269504088896341) + np.float32(0.5))
@@ -72,6 +88,7 @@ def _exp(x, shift, out):  # pragma: no cover - compiled
 def _row_products(k, vector, out):  # pragma: no cover - compiled
     """``out[i] = sum_j k[i, j] vector[j]``, four rows at a time (independent sums; 2-D indexing,
     as row views keep LLVM from vectorising)."""
+    _wide_vectors()
     rows, width = k.shape
     last = rows - rows % 4
     for i in range(0, last, 4):
@@ -98,6 +115,7 @@ def _row_products(k, vector, out):  # pragma: no cover - compiled
 def _col_products(k, vector, out):  # pragma: no cover - compiled
     """``out[j] = sum_i vector[i] k[i, j]``, four rows at a time (a quarter of the loads and
     stores of ``out``)."""
+    _wide_vectors()
     rows, width = k.shape
     out[:] = 0.0
     last = rows - rows % 4
@@ -129,6 +147,7 @@ def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, hist
             change: (w, groups, members) each problem's sum over views of ``|u_t - u_{t-1}|``.
         dot: (groups, members) gets ``sum T X`` of the last plan, or has no members (no cost).
     """
+    _wide_vectors()
     groups, members = u.shape[0], u.shape[1]
     views, prompts = u.shape[2], v.shape[2]
     rows, cols = (prompts, views) if transposed else (views, prompts)
