@@ -158,6 +158,20 @@ def test_openmp_team_and_thread_pool_give_the_same_bits(monkeypatch):
             assert (team.cost is None and not cost) or torch.equal(team.cost, pool.cost)
 
 
+def test_solves_from_several_threads_at_once_keep_their_bits():
+    """Each calling thread leads an OpenMP team of its own (as a server's request threads would)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [_problems(4, 25, 8, 6, seed=20 + i) for i in range(4)]
+    stored = [(_stored(x, "prompts-major"), a, b) for x, a, b in problems]
+    alone = [solve_grouped(x, a, b, block=9, log_offset=-10.0) for x, a, b in stored]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: solve_grouped(*p, block=9, log_offset=-10.0), stored * 3))
+    for i, sol in enumerate(together):
+        ref = alone[i % 4]
+        assert torch.equal(sol.u, ref.u) and torch.equal(sol.cost, ref.cost)
+
+
 def test_without_numba_the_torch_window_runs_with_a_warning(monkeypatch):
     import sys
 
