@@ -15,14 +15,17 @@ decay of the change. The host reads the device once per window, never inside an 
 mask is applied inside a window.
 
 On the CPU (float32) a window is compiled (:mod:`awt.transport_cpu`): one problem at a time, its
-kernel made, iterated and costed in L1, in tiles that a pool of threads (one per torch thread)
-shares. Elsewhere a window is a few batched torch products over all its problems at once.
+kernel made, iterated and costed in L1, in tiles that the threads of torch's OpenMP team take in
+turn (a pool of threads where that runtime cannot be found). Elsewhere a window is a few batched
+torch products over all its problems at once.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
+import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +158,9 @@ def solve_grouped(
     w = window or _FIRST_WINDOW
     done = windows = 0
     mass = b.sum(-1)                       # sum T after a column update
-    with ThreadPoolExecutor(threads) if threads > 1 else _Serial() as pool:
+    # torch's OpenMP team runs the compiled windows where it can be had (its threads are awake)
+    team = _team() if compiled is not None and threads > 1 else None
+    with ThreadPoolExecutor(threads) if threads > 1 and team is None else _Serial() as pool:
         while len(active) and done < max_iter:
             w = max(1, min(w, max_iter - done, max_window))
             if compiled is not None:          # a kept buffer: fresh memory costs page faults
@@ -165,9 +170,13 @@ def solve_grouped(
             else:
                 history = state((w,), (views,))
             change = state((w,), ())                  # sum over views of |u_t - u_{t-1}|
+            tiles = _tiles(active, members, block)
             jobs = [(kernel[t], a[t], b[t], u[t], v[t], history[(slice(None), *t)], change[(slice(None), *t)],
-                     None if costs is None else costs[t]) for t in _tiles(active, members, block)]
-            if compiled is not None:
+                     None if costs is None else costs[t]) for t in tiles] if team is None else tiles
+            if compiled is not None and team is not None:
+                _window_team(team, min(threads, len(jobs)), compiled, exp_shift, kernel, a, b, u, v, history, change,
+                             costs, tiles)
+            elif compiled is not None:
                 list(pool.map(lambda job: _window_compiled(compiled, exp_shift, *job), jobs))
             else:
                 for job in jobs:
@@ -237,6 +246,54 @@ def _window_compiled(transposed: bool, shift: float | None, kernel, a, b, u, v, 
     state = (t.detach().numpy() for t in (a, b, u, v, history, change))
     window(storage, kernel.storage_offset(), strides, transposed, np.float32(shift or 0.0), shift is not None,
            *state, no_cost if dot is None else dot.detach().numpy())
+
+
+@functools.cache
+def _team():
+    """``GOMP_parallel`` of the OpenMP runtime torch's CPU kernels run on, or None (no such runtime
+    loaded, e.g. a torch built without OpenMP, or no ``/proc/self/maps`` to find it in)."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = {line.split(None, 5)[-1].strip() for line in maps if line.count(" ") >= 5}
+    except OSError:
+        return None
+    runtimes = sorted((path for path in loaded if os.path.basename(path).startswith(("libgomp", "libomp", "libiomp5"))),
+                      key=lambda path: not path.startswith(os.path.dirname(torch.__file__)))   # torch's own first
+    for path in runtimes:
+        try:
+            parallel = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0)).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        parallel.restype = None
+        return parallel
+    return None
+
+
+def _window_team(parallel, threads: int, transposed: bool, shift: float | None, kernel, a, b, u, v, history, change,
+                 costs, tiles: list[tuple[slice, slice]]) -> None:
+    """:func:`awt.transport_cpu.team_window` on ``tiles`` by an OpenMP team of ``threads``: one call
+    for the window, described by addresses, shapes and strides (the tensors' own memory, no copies)."""
+    from . import transport_cpu as cpu
+
+    d = np.zeros(cpu.HEAD + 4 * len(tiles), np.int64)
+    d[cpu.TILES], d[cpu.TRANSPOSED], d[cpu.EXPONENT] = len(tiles), transposed, shift is not None
+    d[cpu.SHIFT:cpu.SHIFT + 1].view(np.float64)[0] = shift or 0.0
+    row = kernel.stride(3) if transposed else kernel.stride(2)
+    d[cpu.KERNEL:cpu.KERNEL + 6] = (kernel.untyped_storage().data_ptr(), kernel.untyped_storage().nbytes() // 4,
+                                    kernel.storage_offset(), kernel.stride(0), kernel.stride(1), row)
+    dot = costs if costs is not None else u.new_empty(u.shape[0], 0)
+    for i, t in enumerate((a, b, u, v, history, change, dot)):
+        at = cpu.STATE + i * cpu.FIELDS
+        spanned = 0 if t.numel() == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+        d[at:at + 2] = t.data_ptr(), spanned
+        d[at + 2:at + 2 + t.dim()] = t.shape
+        d[at + 6:at + 6 + t.dim()] = [s * t.element_size() for s in t.stride()]
+    for i, (g, c) in enumerate(tiles):
+        d[cpu.HEAD + 4 * i:cpu.HEAD + 4 * i + 4] = g.start, g.stop, c.start, c.stop
+    parallel(cpu.team_window.address, d.ctypes.data, threads, 0)
 
 
 def _tiles(groups: torch.Tensor, members: int, block: int) -> list[tuple[slice, slice]]:

@@ -330,6 +330,17 @@ def test_accelerator_layout_and_torch_windows_give_the_same_scores(monkeypatch):
     assert torch.equal(solve(awt_problem_from_logits(logits, 100.0)).iterations, iterations)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+def test_cpu_kernel_rows_are_padded_to_whole_vectors_and_the_padding_never_counts(batch):
+    image, text = clip_like_features(batch, 13, 6, 9, seed=batch)            # rows of 13, 26, 39, 65 values
+    problem = awt_problem(image, text, 100.0)
+    kernel = problem.scaled_cosines                                         # (batch, classes, views, prompts)
+    assert kernel.stride(3) % 16 == 0 and kernel.stride(3) >= batch * 13    # a (class, prompt) row, padded
+    assert_allclose(kernel.numpy(), torch.einsum("bvd,cpd->bcvp", image, text).numpy() / 0.1, atol=1e-5)
+    alone = torch.cat([awt_scores_from_features(image[i:i + 1], text, 100.0) for i in range(batch)])
+    assert_allclose(awt_scores_from_features(image, text, 100.0).numpy(), alone.numpy(), rtol=1e-5)
+
+
 def test_scorer_buffer_serves_calls_in_and_out_of_inference_mode(monkeypatch):
     import awt.scoring as scoring
 

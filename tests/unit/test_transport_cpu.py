@@ -16,8 +16,8 @@ from awt.transport_cpu import _exp
 def test_exp_matches_numpy_to_float32_rounding():
     x = np.concatenate([np.linspace(-87.3, 88.0, 200_003, dtype=np.float32),
                         np.float32([-1e4, -100.0, -87.31, 0.0, np.nan])])
-    out, bits = np.empty_like(x), np.empty(x.size, np.int32)
-    _exp(x, np.float32(0.0), out, bits)
+    out = np.empty_like(x)
+    _exp(x, np.float32(0.0), out)
     normal = x > -87.3
     expected = np.exp(x.astype(np.float64))
     assert np.abs(out[normal] / expected[normal] - 1).max() < 3e-7       # about 2 ulp
@@ -25,7 +25,7 @@ def test_exp_matches_numpy_to_float32_rounding():
     assert np.isnan(out[-1])                                             # NaN is kept, not zeroed
     low = (x - np.float32(5.0))[:-1]
     shifted = np.empty_like(low)
-    _exp(low, np.float32(5.0), shifted, bits)
+    _exp(low, np.float32(5.0), shifted)
     inside = low + 5 > -87.3
     assert np.abs(shifted[inside] / np.exp(low[inside].astype(np.float64) + 5) - 1).max() < 3e-7
 
@@ -128,6 +128,48 @@ def test_tiles_and_threads_do_not_change_a_bit():
             assert torch.equal(other.cost, first.cost) and torch.equal(other.iterations, first.iterations)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_openmp_team_and_thread_pool_give_the_same_bits(monkeypatch):
+    x, a, b = _problems(6, 30, 9, 7, seed=8)
+    a = a[:, :1].expand_as(a)                                    # stride 0, as the scorer's view weights
+    x = x * torch.linspace(0.3, 1.5, 6)[:, None, None, None]     # groups stop at different iterations
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = {}
+        for runner in ("team", "pool"):
+            with monkeypatch.context() as m:
+                if runner == "pool":
+                    m.setattr(transport, "_team", lambda: None)
+                elif transport._team() is None:
+                    pytest.skip("torch here runs without a GNU-compatible OpenMP runtime")
+                for layout in ("prompts-major", "views-major", "contiguous"):
+                    for cost in (True, False):
+                        results[runner, layout, cost] = solve_grouped(_stored(x, layout), a, b, block=17, cost=cost,
+                                                                      log_offset=-10.0)
+    finally:
+        torch.set_num_threads(threads)
+    for (runner, layout, cost), team in results.items():
+        if runner == "team":
+            pool = results["pool", layout, cost]
+            assert torch.equal(team.u, pool.u) and torch.equal(team.v, pool.v)
+            assert torch.equal(team.iterations, pool.iterations) and len(set(team.iterations.tolist())) > 1
+            assert (team.cost is None and not cost) or torch.equal(team.cost, pool.cost)
+
+
+def test_solves_from_several_threads_at_once_keep_their_bits():
+    """Each calling thread leads an OpenMP team of its own (as a server's request threads would)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [_problems(4, 25, 8, 6, seed=20 + i) for i in range(4)]
+    stored = [(_stored(x, "prompts-major"), a, b) for x, a, b in problems]
+    alone = [solve_grouped(x, a, b, block=9, log_offset=-10.0) for x, a, b in stored]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: solve_grouped(*p, block=9, log_offset=-10.0), stored * 3))
+    for i, sol in enumerate(together):
+        ref = alone[i % 4]
+        assert torch.equal(sol.u, ref.u) and torch.equal(sol.cost, ref.cost)
 
 
 def test_without_numba_the_torch_window_runs_with_a_warning(monkeypatch):
