@@ -16,12 +16,13 @@ mask is applied inside a window.
 
 On the CPU (float32) a window is compiled (:mod:`awt.transport_cpu`): one problem at a time, its
 kernel made, iterated and costed in L1, in tiles that the threads of torch's OpenMP team take in
-turn (a pool of threads where that runtime cannot be found). Elsewhere a window is a few batched
+turn (a pool of threads of our own where that runtime cannot be found). Elsewhere a window is a few batched
 torch products over all its problems at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -158,9 +159,10 @@ def solve_grouped(
     w = window or _FIRST_WINDOW
     done = windows = 0
     mass = b.sum(-1)                       # sum T after a column update
-    # torch's OpenMP team runs the compiled windows where it can be had (its threads are awake)
+    # compiled windows: torch's OpenMP team runs them where it can be had (its threads are awake),
+    # else a pool of threads of our own
     team = _team() if compiled is not None and threads > 1 else None
-    with ThreadPoolExecutor(threads) if threads > 1 and team is None else _Serial() as pool:
+    with ThreadPoolExecutor(threads) if threads > 1 and team is None else contextlib.nullcontext() as pool:
         while len(active) and done < max_iter:
             w = max(1, min(w, max_iter - done, max_window))
             if compiled is not None:          # a kept buffer: fresh memory costs page faults
@@ -171,16 +173,13 @@ def solve_grouped(
                 history = state((w,), (views,))
             change = state((w,), ())                  # sum over views of |u_t - u_{t-1}|
             tiles = _tiles(active, members, block)
-            jobs = [(kernel[t], a[t], b[t], u[t], v[t], history[(slice(None), *t)], change[(slice(None), *t)],
-                     None if costs is None else costs[t]) for t in tiles] if team is None else tiles
-            if compiled is not None and team is not None:
-                _window_team(team, min(threads, len(jobs)), compiled, exp_shift, kernel, a, b, u, v, history, change,
-                             costs, tiles)
-            elif compiled is not None:
-                list(pool.map(lambda job: _window_compiled(compiled, exp_shift, *job), jobs))
+            if compiled is not None:
+                _window_compiled(team or pool, threads, compiled, exp_shift, kernel, a, b, u, v, history, change,
+                                 costs, tiles)
             else:
-                for job in jobs:
-                    _window_torch(exp_shift, *job)
+                for t in tiles:
+                    _window_torch(exp_shift, kernel[t], a[t], b[t], u[t], v[t], history[(slice(None), *t)],
+                                  change[(slice(None), *t)], None if costs is None else costs[t])
             # each active group's mean change at each iteration: the one host sync of the window
             mean = change[:, active.to(device)].sum(-1, dtype=torch.float64).cpu()
             mean /= members * views
@@ -224,28 +223,15 @@ def _compiled_layout(kernel: torch.Tensor) -> bool | None:
 
 @functools.cache
 def _compiled():
-    """:func:`awt.transport_cpu.window`, compiled (or loaded from numba's cache) on first use; None,
-    with a warning, where numba cannot be imported or cannot compile (the torch window then runs)."""
+    """:func:`awt.transport_cpu.window_tiles`, compiled (or loaded from numba's cache) on first use;
+    None, with a warning, where numba cannot be imported or cannot compile (the torch window then runs)."""
     try:
-        from .transport_cpu import window
+        from .transport_cpu import window_tiles
     except Exception as e:   # numba missing, or no cache folder it can write and no compiler state
         warnings.warn(f"the compiled CPU solver is unavailable ({type(e).__name__}: {e}); "
                       "using the torch one, several times slower", RuntimeWarning, stacklevel=2)
         return None
-    return window
-
-
-def _window_compiled(transposed: bool, shift: float | None, kernel, a, b, u, v, history, change, dot) -> None:
-    """:func:`awt.transport_cpu.window` on one tile of torch views (their memory, no copies)."""
-    window = _compiled()
-    size = kernel.untyped_storage().nbytes() // kernel.element_size()
-    storage = torch.as_strided(kernel.detach(), (size,), (1,), 0).numpy()     # all of its memory, flat
-    row = kernel.stride(3) if transposed else kernel.stride(2)
-    strides = np.array([kernel.stride(0), kernel.stride(1), row], np.int64)
-    no_cost = np.empty((u.shape[0], 0), np.float32)
-    state = (t.detach().numpy() for t in (a, b, u, v, history, change))
-    window(storage, kernel.storage_offset(), strides, transposed, np.float32(shift or 0.0), shift is not None,
-           *state, no_cost if dot is None else dot.detach().numpy())
+    return window_tiles
 
 
 @functools.cache
@@ -272,10 +258,12 @@ def _team():
     return None
 
 
-def _window_team(parallel, threads: int, transposed: bool, shift: float | None, kernel, a, b, u, v, history, change,
-                 costs, tiles: list[tuple[slice, slice]]) -> None:
-    """:func:`awt.transport_cpu.team_window` on ``tiles`` by an OpenMP team of ``threads``: one call
-    for the window, described by addresses, shapes and strides (the tensors' own memory, no copies)."""
+def _window_compiled(runner, threads: int, transposed: bool, shift: float | None, kernel, a, b, u, v, history,
+                     change, costs, tiles: list[tuple[slice, slice]]) -> None:
+    """:func:`awt.transport_cpu.window_tiles` on ``tiles``, described once by addresses, shapes and
+    strides (the tensors' own memory, no copies), its tiles taken in turn by up to ``threads``
+    threads: an OpenMP team's (``runner`` is ``GOMP_parallel``), a pool's (an executor), or the
+    calling thread alone (None). Each call releases the GIL."""
     from . import transport_cpu as cpu
 
     d = np.zeros(cpu.HEAD + 4 * len(tiles), np.int64)
@@ -293,7 +281,13 @@ def _window_team(parallel, threads: int, transposed: bool, shift: float | None, 
         d[at + 6:at + 6 + t.dim()] = [s * t.element_size() for s in t.stride()]
     for i, (g, c) in enumerate(tiles):
         d[cpu.HEAD + 4 * i:cpu.HEAD + 4 * i + 4] = g.start, g.stop, c.start, c.stop
-    parallel(cpu.team_window.address, d.ctypes.data, threads, 0)
+    threads = min(threads, len(tiles))
+    if runner is None or threads == 1:
+        cpu.window_tiles.ctypes(d.ctypes.data)
+    elif isinstance(runner, ThreadPoolExecutor):
+        list(runner.map(lambda _: cpu.window_tiles.ctypes(d.ctypes.data), range(threads)))
+    else:
+        runner(cpu.window_tiles.address, d.ctypes.data, threads, 0)
 
 
 def _tiles(groups: torch.Tensor, members: int, block: int) -> list[tuple[slice, slice]]:
@@ -345,20 +339,6 @@ def _window_torch(shift, kernel, a, b, u, v, history, change, dot) -> None:
 def gibbs(x: torch.Tensor, log_offset: float) -> torch.Tensor:
     """The kernel ``exp(x + log_offset)`` held as ``x``."""
     return torch.add(x, log_offset).exp_()
-
-
-class _Serial:
-    """A one-thread stand-in for the executor."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
 
 
 def plan_costs(kernel: torch.Tensor, u: torch.Tensor, v: torch.Tensor, b: torch.Tensor,

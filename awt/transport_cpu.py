@@ -4,14 +4,16 @@ One call runs ``w`` Sinkhorn iterations on a tile of problems, one problem after
 problem's kernel (10 KiB at 51 x 51) is in L1, it is exponentiated, its ``w`` pairs of products and
 its stopping statistic are made and, if asked, its plan's cost, so the kernel is read from memory
 once per window. NumPy or torch would make each of those a pass over the whole tile, with a Python
-call (and a GIL hand-over) per pass. The call releases the GIL: the solver's threads share the tiles.
+call (and a GIL hand-over) per pass. The call releases the GIL.
 
 ``exp`` is Cephes' ``expf``: a polynomial and the exponent's bits, plain arithmetic that vectorises,
 where a call to libm per value would not.
 
-:func:`team_window` is the same window as a C callback for an OpenMP runtime's ``GOMP_parallel``:
-run by torch's own OpenMP team, whose threads are already awake (they spin a few milliseconds after
-each of torch's parallel kernels, and would otherwise compete with the solver's threads for the cores).
+:func:`window_tiles` runs the window on a list of tiles as a C function of one pointer, so that
+it is the callback of an OpenMP runtime's ``GOMP_parallel``: torch's own OpenMP team runs it, whose
+threads are already awake (they spin a few milliseconds after each of torch's parallel kernels, and
+threads of our own would compete with them for the cores). A pool's threads or the caller alone can
+call it too; each thread takes the next tile from a shared counter.
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def window(storage, base, strides, transposed, shift, exponent, a, b, u, v, hist
                 dot[g, c] = total
 
 
-# A window for an OpenMP team is described by one int64 array (the callback's only argument):
+# A window on tiles is described by one int64 array (the callback's only argument):
 # a head, then (g0, g1, c0, c1) for each tile. Arrays are (address, elements spanned, shape[4],
 # strides[4] in bytes); the kernel is (address, elements, offset, strides[3] in elements).
 COUNTER, TILES, TRANSPOSED, EXPONENT, SHIFT, KERNEL = 0, 1, 2, 3, 4, 5
@@ -279,8 +281,8 @@ def _view4(d, at):  # pragma: no cover - compiled
 
 
 @cfunc(types.void(types.voidptr), nopython=True, cache=True)
-def team_window(data):  # pragma: no cover - compiled
-    """One thread's share of a window: the described tiles, each taken by the next free thread."""
+def window_tiles(data):  # pragma: no cover - compiled
+    """One thread's share of a window: of the described tiles, each next free one, until none is left."""
     d = carray(data, (HEAD,), np.int64)
     d = carray(data, (HEAD + 4 * d[TILES],), np.int64)
     storage = carray(_float32_pointer(d[KERNEL]), (d[KERNEL + 1],))

@@ -523,18 +523,33 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=512, help="embedding size for --methods-only")
     p.add_argument("--json", dest="json_path", default=None)
     args = p.parse_args()
-    if args.methods_only:
-        device = resolve_device(args.device)
-        batch = args.scorer_batch or (64 if device.type == "cuda" else 8)
-        print(f"awt {awt.__version__}, torch {torch.__version__}, {device}, per-method scoring: "
-              f"{args.views + 1} views, M = {args.descriptions}, dim {args.dim}, batch {batch}", flush=True)
-        res = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "methods": bench_methods(device, args.method_classes, args.views + 1, args.descriptions, args.dim,
-                                        batch, args.repeat)}
-        if args.json_path:
-            Path(args.json_path).write_text(json.dumps(res, indent=1))
-        return
+    result: dict = {}
+    try:
+        (measure_methods if args.methods_only else measure)(args, result)
+    except KeyboardInterrupt:       # the figures printed so far stand; the JSON keeps them too
+        result["interrupted"] = True
+        print("throughput: interrupted" + (f"; what was measured goes to {args.json_path}" if args.json_path else ""),
+              file=sys.stderr, flush=True)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json_path}")
+    if result.get("interrupted"):
+        sys.exit(130)
 
+
+def measure_methods(args, result: dict) -> None:
+    """``--methods-only``: the per-method scoring cost, into ``result``."""
+    device = resolve_device(args.device)
+    batch = args.scorer_batch or (64 if device.type == "cuda" else 8)
+    print(f"awt {awt.__version__}, torch {torch.__version__}, {device}, per-method scoring: "
+          f"{args.views + 1} views, M = {args.descriptions}, dim {args.dim}, batch {batch}", flush=True)
+    result.update({"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()})
+    result["methods"] = bench_methods(device, args.method_classes, args.views + 1, args.descriptions, args.dim,
+                                      batch, args.repeat)
+
+
+def measure(args, result: dict) -> None:
+    """The whole run, each stage's figures printed and put into ``result`` as it ends."""
     device = resolve_device(args.device)
     on_gpu = device.type == "cuda"
     batch_size = args.batch_size or (32 if on_gpu else 4)
@@ -561,10 +576,11 @@ def main() -> None:
     names = [f"class {i}" for i in range(args.classes)]
     clf = AWTClassifier(backbone, ClassifierSpec(names, views=args.views, cache_dir=None),
                         classes=ClassPrompts(names, None, text, None))
-    result: dict = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__, "awt": awt.__version__,
-                    "platform": platform.platform(), "model": args.model, "precision": backbone.precision,
-                    "views": views, "prompts": prompts, "classes": args.classes, "images": len(files), "batch_size": batch_size}
+    result.update({"device": str(device), "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
+                   "cpu_count": os.cpu_count(), "torch": torch.__version__, "awt": awt.__version__,
+                   "platform": platform.platform(), "model": args.model, "precision": backbone.precision,
+                   "views": views, "prompts": prompts, "classes": args.classes, "images": len(files),
+                   "batch_size": batch_size, "estimated_seconds": estimate["total"]})
 
     # (a0) the text side: prompts per second
     if not args.skip_prompts and Path(args.prompts_file).is_file():
@@ -639,11 +655,7 @@ def main() -> None:
     result["peak_mb"] = peak_mb(device)
 
     result["seconds"] = time.perf_counter() - started
-    result["estimated_seconds"] = estimate["total"]
     print(f"  took {_duration(result['seconds'])} (estimated {_duration(estimate['total'])})", flush=True)
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.json_path}")
 
 
 def _duration(seconds: float) -> str:
