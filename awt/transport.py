@@ -193,7 +193,7 @@ def solve_grouped(
                     k = kernel[t] if exp_shift is None else gibbs(kernel[t], exp_shift)
                     torch.div(b[t], torch.einsum("gcv,gcvp->gcp", u[t], k), out=v[t])
                     if costs is not None:
-                        costs[t] = torch.einsum("gcv,gcvp,gcp->gc", u[t], k * kernel[t], v[t])
+                        costs[t] = _plan_sum(u[t], k * kernel[t], v[t])       # sum T X
             done += w
             windows += 1
             if window is None:
@@ -333,7 +333,7 @@ def _window_torch(shift, kernel, a, b, u, v, history, change, dot) -> None:
     u.copy_(prev.view(g, c, views))
     v.copy_(vv.view(g, c, prompts))
     if dot is not None:     # sum T X
-        dot.copy_((torch.bmm(prev.unsqueeze(1), k * x).squeeze(1) * vv).sum(-1).view(g, c))
+        dot.copy_(_plan_sum(prev, k * x, vv).view(g, c))
 
 
 def gibbs(x: torch.Tensor, log_offset: float) -> torch.Tensor:
@@ -361,9 +361,15 @@ def plan_cost(kernel: torch.Tensor, u: torch.Tensor, v: torch.Tensor, b: torch.T
     ``log_offset`` is given), u (..., views), v and b (..., prompts) -> (...). With
     ``K = exp(-C / eps)`` that is ``<T, C> / eps``."""
     if log_offset is None:
-        return -torch.einsum("...r,...rp,...p->...", u, torch.special.xlogy(kernel, kernel), v)
+        return -_plan_sum(u, torch.special.xlogy(kernel, kernel), v)
     k = gibbs(kernel, log_offset)
-    return -(torch.einsum("...r,...rp,...p->...", u, k * kernel, v) + log_offset * b.sum(-1))
+    return -(_plan_sum(u, k * kernel, v) + log_offset * b.sum(-1))
+
+
+def _plan_sum(u: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``sum_{r,p} u_r m_rp v_p``: with ``m = K * X`` the plan's ``sum T X``. u (..., views),
+    m (..., views, prompts), v (..., prompts) -> (...)."""
+    return torch.einsum("...r,...rp,...p->...", u, m, v)
 
 
 def _next_window(mean: torch.Tensor, tol: float, w: int, left: int) -> int:
